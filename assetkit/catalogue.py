@@ -1,0 +1,32 @@
+"""Loader for the bundled catalogue in ``registry/`` (families, kinds, signatures, configs).
+
+The catalogue is data: what assetkit knows out of the box. It is found at ``$ASSETKIT_CATALOGUE``
+or, by default, in the ``registry/`` folder of the checkout assetkit was installed from.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def catalogue_dir() -> Path:
+    override = os.environ.get("ASSETKIT_CATALOGUE")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "registry"
+
+
+@functools.lru_cache(maxsize=None)
+def load(relative: str) -> Any:
+    """Parse ``registry/<relative>`` (YAML or JSON), cached."""
+    path = catalogue_dir() / relative
+    with open(path, encoding="utf-8") as fh:
+        if path.suffix == ".json":
+            return json.load(fh)
+        return yaml.safe_load(fh)

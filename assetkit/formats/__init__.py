@@ -1,0 +1,52 @@
+"""formats: bytes <-> tensors. Knows nothing of model families.
+
+:func:`open_asset` is the one entry point: it sniffs the path and hands it to the right reader.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import AssetkitError, UnsupportedFormatError
+from .base import Asset, TensorInfo
+from .sniff import sniff
+
+__all__ = ["Asset", "TensorInfo", "open_asset"]
+
+
+def open_asset(path: str | os.PathLike[str], *, variant: str | None = None) -> Asset:
+    """Open a checkpoint file or diffusers folder lazily (headers only).
+
+    ``variant`` selects ``*.<variant>.safetensors`` weights in a diffusers folder.
+    Raises :class:`~assetkit.errors.AssetkitError` subclasses with one-line messages.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise AssetkitError("no such file or directory", where=str(p))
+    if p.is_dir():
+        from .diffusers_folder import read_diffusers_folder
+
+        return read_diffusers_folder(p, variant=variant)
+    if not p.is_file():
+        raise UnsupportedFormatError("not a regular file", where=str(p))
+    try:
+        kind = sniff(p)
+    except OSError as exc:
+        raise AssetkitError(f"cannot read: {exc.strerror or exc}", where=str(p)) from None
+    if kind == "safetensors" or (kind == "unknown" and p.suffix.lower() == ".safetensors"):
+        # A broken .safetensors goes to the strict reader so the error names the exact rule.
+        from .safetensors import read_safetensors
+
+        return read_safetensors(p)
+    if kind in ("zip", "pickle"):
+        from .torch_pickle import read_torch_file
+
+        return read_torch_file(p)
+    if kind == "empty":
+        raise UnsupportedFormatError("file is empty", where=str(p))
+    if kind == "unknown":
+        raise UnsupportedFormatError(
+            "not a checkpoint: neither safetensors, a torch zip nor a pickle", where=str(p)
+        )
+    raise UnsupportedFormatError(f"not a checkpoint: this is a {kind}", where=str(p))

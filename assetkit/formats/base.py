@@ -1,0 +1,186 @@
+"""The lazy index every reader produces: :class:`TensorInfo` per tensor, :class:`Asset` per path.
+
+Opening an asset reads headers only. Tensor bytes are fetched on demand, one tensor at a time,
+through :meth:`Asset.tensor_bytes`, by offset into a memory map of the file that holds them.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dtypes import DTYPES, nbytes_for
+
+#: Format ids an :class:`Asset` can have.
+FORMATS = ("safetensors", "torch-zip", "torch-legacy", "diffusers", "diffusers-component")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where a tensor lives and what it looks like, without its data.
+
+    For safetensors, ``data_offset`` is the absolute offset of the tensor's first byte and the
+    tensor is contiguous. For torch pickles, ``data_offset`` is the absolute offset of the start
+    of the *storage* record the tensor views, ``storage_offset`` (in elements) and ``stride``
+    locate the view inside it; ``data_offset`` is None when the record is not addressable in place
+    (a compressed zip member): :meth:`Asset.tensor_bytes` then raises.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: Path
+    data_offset: int | None
+    storage_key: str | None = None
+    storage_nbytes: int | None = None
+    storage_offset: int = 0
+    stride: tuple[int, ...] | None = None
+    byteorder: str = "little"
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes_for(self.dtype, self.numel)
+
+    @property
+    def contiguous_stride(self) -> tuple[int, ...]:
+        strides, acc = [], 1
+        for dim in reversed(self.shape):
+            strides.append(acc)
+            acc *= max(dim, 1)
+        return tuple(reversed(strides))
+
+    @property
+    def is_contiguous(self) -> bool:
+        """True when the bytes are one C-ordered run (size-1 and empty dims ignore their stride)."""
+        if self.stride is None or self.numel == 0:
+            return True
+        return all(
+            dim == 1 or got == want
+            for dim, got, want in zip(self.shape, self.stride, self.contiguous_stride, strict=True)
+        )
+
+    @property
+    def view_key(self) -> tuple:
+        """Two tensors with equal ``view_key`` are the very same view of one storage (tied weights)."""
+        return (str(self.file), self.storage_key, self.storage_offset, self.shape, self.stride, self.dtype)
+
+
+@dataclass
+class Asset:
+    """A checkpoint file or diffusers folder, opened lazily.
+
+    ``tensors`` maps name -> :class:`TensorInfo`. For a diffusers pipeline folder the names are
+    ``component/tensor.name`` and ``components`` holds each component as its own Asset.
+    ``metadata`` holds safetensors ``__metadata__`` (strings) or the plain values of a pickle
+    (``global_step``, ``epoch``...). ``configs`` maps a relative path (``model_index.json``,
+    ``unet/config.json``) to its parsed JSON. ``unknown_globals`` lists ``module.name`` of every
+    pickle global that is not on the reader's allowlist (never imported).
+    """
+
+    path: Path
+    format: str
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    configs: dict[str, Any] = field(default_factory=dict)
+    unknown_globals: list[str] = field(default_factory=list)
+    components: dict[str, Asset] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _maps: dict[Path, mmap.mmap] = field(default_factory=dict, repr=False, compare=False)
+
+    # ---- summaries -------------------------------------------------------------------------
+    @property
+    def parameters(self) -> int:
+        return sum(t.numel for t in self.tensors.values())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def dtype_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(t.dtype for t in self.tensors.values()).items()))
+
+    # ---- data access -----------------------------------------------------------------------
+    def _map(self, file: Path) -> mmap.mmap:
+        mapped = self._maps.get(file)
+        if mapped is None:
+            with open(file, "rb") as fh:
+                mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[file] = mapped
+        return mapped
+
+    def tensor_bytes(self, name: str) -> memoryview | bytes:
+        """The tensor's data as C-ordered little-endian bytes (a zero-copy view when possible)."""
+        return read_tensor_bytes(self.tensors[name], self._map)
+
+    def tensor_array(self, name: str) -> np.ndarray:
+        """The tensor as a numpy array (bf16 and fp8 come back as same-size unsigned ints)."""
+        info = self.tensors[name]
+        row = DTYPES[info.dtype]
+        np_dtype = np.dtype(row.numpy_name) if row.numpy_name else np.dtype(f"u{row.itemsize}")
+        return np.frombuffer(self.tensor_bytes(name), dtype=np_dtype).reshape(info.shape)
+
+    def close(self) -> None:
+        for mapped in self._maps.values():
+            try:
+                mapped.close()
+            except BufferError:  # a caller still holds a view; the map closes with it
+                pass
+        self._maps.clear()
+        for component in self.components.values():
+            component.close()
+
+    def __enter__(self) -> Asset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_tensor_bytes(info: TensorInfo, get_map) -> memoryview | bytes:
+    """Fetch one tensor's bytes through ``get_map(file) -> mmap``; see :meth:`Asset.tensor_bytes`."""
+    from ..errors import FormatError
+
+    if info.data_offset is None:
+        raise FormatError("tensor data is not stored in place (compressed record)", where=info.name)
+    row = DTYPES[info.dtype]
+    buf = memoryview(get_map(info.file))
+    if info.numel == 0:
+        return b""
+    simple = info.is_contiguous and (info.byteorder == "little" or row.itemsize == 1 or row.bits < 8)
+    if simple:
+        start = info.data_offset + (info.storage_offset * row.bits) // 8
+        end = start + info.nbytes
+        if end > len(buf) or (info.storage_nbytes is not None and end > info.data_offset + info.storage_nbytes):
+            raise FormatError("tensor data runs past the end of its storage", where=info.name)
+        return buf[start:end]
+    if row.bits < 8:
+        raise FormatError("strided views of sub-byte dtypes are not supported", where=info.name)
+    # General case: a strided (and/or big-endian) view into its storage, materialised alone.
+    item = row.itemsize
+    storage_nbytes = info.storage_nbytes if info.storage_nbytes is not None else len(buf) - info.data_offset
+    storage_len = storage_nbytes // item
+    stride = info.stride or info.contiguous_stride
+    last = info.storage_offset + sum((d - 1) * s for d, s in zip(info.shape, stride, strict=True))
+    if info.storage_offset < 0 or any(s < 0 for s in stride) or last >= storage_len:
+        raise FormatError("tensor view reaches outside its storage", where=info.name)
+    endian = "<" if info.byteorder == "little" else ">"
+    unit = np.dtype(f"{endian}u{item}") if item in (1, 2, 4, 8) else np.dtype((np.void, item))
+    storage = np.frombuffer(buf[info.data_offset : info.data_offset + storage_len * item], dtype=unit)
+    view = np.lib.stride_tricks.as_strided(
+        storage[info.storage_offset :], shape=info.shape, strides=[s * item for s in stride], writeable=False
+    )
+    out = np.ascontiguousarray(view)
+    if info.byteorder != "little" and unit.kind == "u":
+        out = out.astype(unit.newbyteorder("<"))
+    return out.tobytes()

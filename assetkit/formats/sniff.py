@@ -1,0 +1,60 @@
+"""Tell what a file is from its first bytes, never from its name alone."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+#: Containers we recognise but never open or extract (reported as unsupported, never safe).
+FOREIGN_MAGIC: list[tuple[bytes, int, str]] = [
+    (b"7z\xbc\xaf\x27\x1c", 0, "7z archive"),
+    (b"\x1f\x8b", 0, "gzip stream"),
+    (b"BZh", 0, "bzip2 stream"),
+    (b"\xfd7zXZ\x00", 0, "xz stream"),
+    (b"\x28\xb5\x2f\xfd", 0, "zstd stream"),
+    (b"Rar!\x1a\x07", 0, "rar archive"),
+    (b"ustar", 257, "tar archive"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG image"),
+    (b"\xff\xd8\xff", 0, "JPEG image"),
+    (b"GIF8", 0, "GIF image"),
+    (b"RIFF", 0, "RIFF (WebP/WAV) file"),
+    (b"%PDF", 0, "PDF document"),
+    (b"GGUF", 0, "GGUF model"),
+    (b"\x89HDF\r\n\x1a\n", 0, "HDF5 (Keras) file"),
+    (b"ONNX", 0, "ONNX model"),
+]
+
+PICKLE_PROTOCOL_BYTE = 0x80  # PROTO opcode that starts every protocol >= 2 pickle
+
+
+def sniff_bytes(head: bytes, size: int) -> str:
+    """Classify a file from its first bytes (at least 512 of them when available) and its size.
+
+    Returns ``"safetensors"``, ``"zip"``, ``"pickle"``, ``"empty"``, a :data:`FOREIGN_MAGIC`
+    description, or ``"unknown"``.
+    """
+    if size == 0:
+        return "empty"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "zip"
+    for magic, offset, label in FOREIGN_MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return label
+    if head[:1] == bytes([PICKLE_PROTOCOL_BYTE]) and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9:
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if 2 <= header_len <= size - 8 and head[8:9] in (b"{", b" ", b"\t", b"\n", b"\r"):
+            return "safetensors"
+    if head[:1] in (b"(", b"}", b"]", b"c", b"\x80"):
+        # protocol 0/1 pickles start with MARK, EMPTY_DICT, EMPTY_LIST or GLOBAL
+        return "pickle"
+    return "unknown"
+
+
+def sniff(path: Path) -> str:
+    """:func:`sniff_bytes` on a path."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    return sniff_bytes(head, size)
