@@ -22,7 +22,7 @@ def catalogue_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "registry"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(relative: str) -> Any:
     """Parse ``registry/<relative>`` (YAML or JSON), cached."""
     path = catalogue_dir() / relative
