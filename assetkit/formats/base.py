@@ -6,6 +6,7 @@ through :meth:`Asset.tensor_bytes`, by offset into a memory map of the file that
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 from collections import Counter
@@ -132,10 +133,8 @@ class Asset:
 
     def close(self) -> None:
         for mapped in self._maps.values():
-            try:
+            with contextlib.suppress(BufferError):  # a caller still holds a view; it closes with it
                 mapped.close()
-            except BufferError:  # a caller still holds a view; the map closes with it
-                pass
         self._maps.clear()
         for component in self.components.values():
             component.close()
