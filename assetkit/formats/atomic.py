@@ -1,0 +1,155 @@
+"""Atomic file output: write to a temporary file beside the destination, fsync, rename into place.
+
+Every file assetkit writes goes through here (DESIGN.md, "Nothing lost"): a failed or
+interrupted command leaves the old state intact and no half-written file behind.
+
+:class:`AtomicFile` is the object form (``commit()`` / ``discard()``), used by writers that
+outlive a single ``with`` block; :func:`atomic_write` is the context-manager form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import AssetkitError, OutputExistsError
+
+#: Write buffer: small writes are batched, writes larger than this go straight to the OS uncopied.
+DEFAULT_BUFFER_SIZE = 4 * 1024 * 1024
+
+_TEMP_ATTEMPTS = 100
+
+
+def check_destination(dest: Path, overwrite: bool = False) -> None:
+    """Refuse a destination we cannot or must not write, before anything is written.
+
+    Raises :class:`AssetkitError` when the folder is missing or ``dest`` is a folder, and
+    :class:`OutputExistsError` when ``dest`` exists and ``overwrite`` is false.
+    """
+    dest = Path(dest)
+    folder = dest.parent
+    if not folder.is_dir():
+        raise AssetkitError("output folder does not exist", where=str(folder))
+    if dest.is_dir():
+        raise AssetkitError("is a directory, not a file", where=str(dest))
+    if not overwrite and (dest.exists() or dest.is_symlink()):
+        raise OutputExistsError("exists; pass --overwrite to replace it", where=str(dest))
+
+
+def _os_error(action: str, exc: OSError, where: Path) -> AssetkitError:
+    return AssetkitError(f"cannot {action}: {exc.strerror or exc}", where=str(where))
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable; platforms that cannot open folders (Windows) skip it."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(folder, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicFile:
+    """A binary file that appears at ``dest`` only when :meth:`commit` succeeds.
+
+    The data goes to ``.<dest name>.<random>.tmp`` in the destination folder (same file system,
+    so the final rename is atomic). :meth:`commit` flushes, fsyncs, renames into place and
+    fsyncs the folder; :meth:`discard` removes the temporary file. Without ``overwrite`` an
+    existing ``dest`` is refused up front and, should one appear meanwhile, again at commit
+    (no-clobber hard link where the file system allows it).
+    """
+
+    def __init__(self, dest: str | os.PathLike[str], overwrite: bool = False,
+                 buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        self.dest = Path(dest)
+        self.overwrite = overwrite
+        check_destination(self.dest, overwrite)
+        fd, self.temp_path = self._create_temp()
+        self.file: BinaryIO = os.fdopen(fd, "wb", buffering=buffer_size)
+        self.done = False
+
+    def _create_temp(self) -> tuple[int, Path]:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        for _ in range(_TEMP_ATTEMPTS):
+            temp = self.dest.parent / f".{self.dest.name}.{secrets.token_hex(6)}.tmp"
+            try:
+                # 0o666 so the umask applies as for any other new file (mkstemp would force 0o600).
+                return os.open(temp, flags, 0o666), temp
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise _os_error("create a file in the output folder", exc, self.dest.parent) from None
+        raise AssetkitError("cannot create a temporary file in the output folder", where=str(self.dest.parent))
+
+    def commit(self) -> None:
+        """Flush, fsync and move the temporary file to ``dest``; on failure nothing is left behind."""
+        if self.done:
+            raise AssetkitError("output already committed or discarded", where=str(self.dest))
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            self._place()
+        except BaseException as exc:
+            self.discard()
+            if isinstance(exc, OSError):
+                raise _os_error("write", exc, self.dest) from None
+            raise
+        self.done = True
+        _fsync_folder(self.dest.parent)
+
+    def _place(self) -> None:
+        if self.overwrite:
+            os.replace(self.temp_path, self.dest)
+            return
+        try:
+            os.link(self.temp_path, self.dest)  # fails if dest appeared meanwhile: never clobber
+        except FileExistsError:
+            raise OutputExistsError("exists; pass --overwrite to replace it", where=str(self.dest)) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK,
+                                 errno.ENOSYS, errno.EACCES):
+                raise
+            # No hard links here (FAT, some network file systems): check, then rename.
+            if self.dest.exists() or self.dest.is_symlink():
+                raise OutputExistsError("exists; pass --overwrite to replace it", where=str(self.dest)) from None
+            os.replace(self.temp_path, self.dest)
+            return
+        os.unlink(self.temp_path)
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (idempotent; ``dest`` is left untouched)."""
+        self.done = True
+        with contextlib.suppress(OSError, ValueError):
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp_path)
+
+
+@contextlib.contextmanager
+def atomic_write(dest: str | os.PathLike[str], overwrite: bool = False,
+                 buffer_size: int = DEFAULT_BUFFER_SIZE) -> Iterator[BinaryIO]:
+    """Yield a binary file whose contents replace ``dest`` only if the block completes.
+
+    On any exception (KeyboardInterrupt included) the temporary file is removed and ``dest``
+    keeps its old state. Raises :class:`OutputExistsError` before anything is written when
+    ``dest`` exists and ``overwrite`` is false.
+    """
+    output = AtomicFile(dest, overwrite=overwrite, buffer_size=buffer_size)
+    try:
+        yield output.file
+    except BaseException:
+        output.discard()
+        raise
+    output.commit()

@@ -1,0 +1,828 @@
+"""The safetensors format: a strict header reader, a problem collector and a streaming writer.
+
+File layout: an 8-byte little-endian header length ``N``, ``N`` bytes of UTF-8 JSON (an object
+mapping tensor names to ``{"dtype", "shape", "data_offsets"}`` plus an optional
+``"__metadata__"`` object of strings), then the data section that the tensors tile exactly.
+
+One parser enforces every rule. It reports each problem to a :class:`_Problems` sink:
+:func:`read_safetensors` uses a strict sink that raises :class:`FormatError` at the first
+problem, :func:`check_safetensors` a collecting sink that returns every problem as a
+:class:`Finding`. Only the length field and the header are read, never tensor data.
+
+We are stricter than the reference implementation, which accepts a header with leading
+whitespace, silently keeps the last of duplicate JSON keys and ignores unknown entry fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import operator
+import os
+import struct
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+from typing import Any
+
+from ..errors import AssetkitError, FormatError
+from ..findings import Finding
+from .atomic import AtomicFile, check_destination
+from .base import Asset, TensorInfo
+from .dtypes import DTYPES
+
+__all__ = [
+    "HEADER_CAP",
+    "SafetensorsWriter",
+    "SpecError",
+    "TensorSpec",
+    "check_safetensors",
+    "name_problem",
+    "plan_header",
+    "read_safetensors",
+]
+
+#: Largest header the format allows (the reference implementation's limit).
+HEADER_CAP = 100_000_000
+METADATA_KEY = "__metadata__"
+_ENTRY_FIELDS = ("dtype", "shape", "data_offsets")
+_ENTRY_KEYS = frozenset(_ENTRY_FIELDS)
+_BITS: dict[str, int] = {row.id: row.bits for row in DTYPES.values()}
+_KNOWN_DTYPES = ", ".join(DTYPES)
+_WHITESPACE = frozenset(b" \t\r\n")
+_U64_BITS = 2**64 * 8  #: a byte count that does not fit in 64 bits, in bits
+#: check_safetensors stops listing problems after this many (a summary finding says how many more).
+MAX_FINDINGS = 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Problem sinks
+# ---------------------------------------------------------------------------------------------
+class _Problems:
+    """Where the parser reports problems: raise at the first (strict) or collect them all."""
+
+    def __init__(self, where: str, strict: bool) -> None:
+        self.where = where
+        self.strict = strict
+        self.findings: list[Finding] = []
+        self.suppressed = 0
+
+    def add(self, code: str, message: str, tensor: str | None = None) -> None:
+        if self.strict:
+            raise FormatError(message, where=self.where, code=code)
+        if len(self.findings) >= MAX_FINDINGS:
+            self.suppressed += 1
+            return
+        where = self.where if tensor is None else f"{self.where}:{tensor}"
+        self.findings.append(Finding(code, "error", message, where))
+
+    def result(self) -> list[Finding]:
+        if self.suppressed:
+            self.findings.append(Finding(
+                "st-more-problems", "error",
+                f"{self.suppressed} more problems not listed (stopped after {MAX_FINDINGS})", self.where))
+        return self.findings
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers for messages
+# ---------------------------------------------------------------------------------------------
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short JSON rendering of ``value`` for messages."""
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _name(name: str) -> str:
+    """A tensor name quoted for a message (escapes control characters, shortens absurd names)."""
+    return _show(name, 120)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a tensor name, or None when it is fine.
+
+    Empty names, control characters (they break every text report) and lone surrogates (not
+    encodable as UTF-8) are refused.
+    """
+    if not name:
+        return "tensor name is empty"
+    if not name.isprintable():
+        for char in name:
+            code = ord(char)
+            if code < 0x20 or 0x7F <= code < 0xA0:
+                return f"tensor name {_name(name)} contains control character U+{code:04X}"
+            if 0xD800 <= code < 0xE000:
+                return f"tensor name {_name(name)} contains a lone surrogate U+{code:04X} (not valid Unicode)"
+    return None
+
+
+def _string_problem(text: str) -> str | None:
+    """Lone surrogates (JSON ``\\ud800`` escapes) make a string unencodable as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"contains a lone surrogate U+{ord(text[exc.start]):04X} (not valid Unicode)"
+    return None
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON value")
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser (one implementation of every rule)
+# ---------------------------------------------------------------------------------------------
+def _read_header(path: Path, problems: _Problems) -> tuple[bytes, int] | None:
+    """Read the length field and the raw header bytes; None after a reported problem."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            prefix = fh.read(8)
+            if size < 8 or len(prefix) < 8:
+                problems.add("st-truncated",
+                             f"file is {len(prefix)} bytes, too short for the 8-byte header length")
+                return None
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len < 2:
+                problems.add("st-header-length",
+                             f"header length is {header_len} bytes; the smallest header, '{{}}', takes 2")
+                return None
+            if header_len > HEADER_CAP:
+                problems.add("st-header-too-large",
+                             f"header length {header_len:,} bytes exceeds the format's cap of "
+                             f"{HEADER_CAP:,} bytes")
+                return None
+            if header_len > size - 8:
+                problems.add("st-header-past-eof",
+                             f"header length {header_len:,} bytes runs past the end of the file "
+                             f"(only {size - 8:,} bytes follow the length field)")
+                return None
+            raw = fh.read(header_len)
+    except OSError as exc:
+        raise AssetkitError(f"cannot read: {exc.strerror or exc}", where=str(path)) from None
+    if len(raw) != header_len:
+        problems.add("st-truncated", f"file ended after {len(raw)} of {header_len} header bytes")
+        return None
+    return raw, size
+
+
+def _decode_header(raw: bytes, problems: _Problems) -> tuple[Any, list[tuple[dict, Counter]]] | None:
+    """UTF-8 and JSON decoding; returns the value and the objects that had duplicate keys."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add("st-header-utf8",
+                     f"header is not valid UTF-8: byte 0x{raw[exc.start]:02x} at header byte "
+                     f"{exc.start} ({exc.reason})")
+        return None
+    duplicates: list[tuple[dict, Counter]] = []
+
+    def keep_pairs(pairs: list[tuple[str, Any]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            duplicates.append((obj, Counter(key for key, _ in pairs)))
+        return obj
+
+    try:
+        value = json.loads(text, object_pairs_hook=keep_pairs, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        problems.add("st-header-json", f"header is not valid JSON: {exc.msg} at character {exc.pos}")
+        return None
+    except RecursionError:
+        problems.add("st-header-json", "header is not valid JSON for safetensors: nesting too deep")
+        return None
+    except ValueError as exc:  # NaN/Infinity, integers beyond Python's digit limit
+        problems.add("st-header-json", f"header is not valid JSON: {exc}")
+        return None
+    return value, duplicates
+
+
+def _info_defaults() -> dict[str, Any] | None:
+    """Default field values of :class:`TensorInfo` when instances can be built from a plain dict.
+
+    None when that shortcut would be unsafe (slots, default factories or ``__post_init__``).
+    """
+    if "__slots__" in TensorInfo.__dict__ or hasattr(TensorInfo, "__post_init__"):
+        return None
+    defaults: dict[str, Any] = {}
+    for field in dataclasses.fields(TensorInfo):
+        if field.default_factory is not dataclasses.MISSING:
+            return None
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = field.default
+    return defaults
+
+
+_INFO_DEFAULTS = _info_defaults()
+
+
+def _tensor_info(name: str, dtype: str, shape: tuple[int, ...], file: Path, data_offset: int,
+                 storage_nbytes: int) -> TensorInfo:
+    """A :class:`TensorInfo` for a safetensors tensor (its own storage, keyed by its name).
+
+    Bypasses the frozen dataclass ``__init__`` (ten ``object.__setattr__`` calls) when that is
+    safe: thousands of tensors per header make it a third of the parse time.
+    """
+    if _INFO_DEFAULTS is None:
+        return TensorInfo(name, dtype, shape, file, data_offset, storage_key=name, storage_nbytes=storage_nbytes)
+    info = object.__new__(TensorInfo)
+    values = info.__dict__
+    values.update(_INFO_DEFAULTS)
+    values.update(name=name, dtype=dtype, shape=shape, file=file, data_offset=data_offset, storage_key=name,
+                  storage_nbytes=storage_nbytes)
+    return info
+
+
+def _numel_within(shape: list[int], limit: int) -> int | None:
+    """Product of ``shape``, or None as soon as it exceeds ``limit`` (bounded work on absurd dims)."""
+    if 0 in shape:
+        return 0
+    numel = 1
+    for dim in shape:
+        numel *= dim
+        if numel > limit:
+            return None
+    return numel
+
+
+def _parse(path: Path, problems: _Problems) -> tuple[list[TensorInfo], dict[str, str]] | None:
+    """Apply every rule, reporting each problem to ``problems``.
+
+    With the strict sink (which raises at the first problem) returns the tensors in data order
+    and the metadata; with a collecting sink returns None (the findings are the result).
+    """
+    read = _read_header(path, problems)
+    if read is None:
+        return None
+    raw, file_size = read
+    decoded = _decode_header(raw, problems)
+    if decoded is None:
+        return None
+    header, duplicates = decoded
+    if type(header) is not dict:
+        problems.add("st-header-not-object", f"header must be a JSON object, got {_json_type(header)}")
+        return None
+    if raw[0] != 0x7B:  # "{"
+        if raw[0] in _WHITESPACE:
+            problems.add("st-header-start",
+                         "header starts with whitespace before '{' (the reference implementation "
+                         "tolerates it, assetkit does not)")
+        else:
+            problems.add("st-header-start", f"header does not start with '{{' but with byte 0x{raw[0]:02x}")
+
+    has_metadata = METADATA_KEY in header
+    metadata_value = header.pop(METADATA_KEY, None)
+    _check_duplicates(header, metadata_value, duplicates, problems)
+    metadata = _check_metadata(metadata_value, has_metadata, problems)
+
+    data_size = file_size - 8 - len(raw)
+    data_start = 8 + len(raw)
+    bits_budget = data_size * 8
+    strict = problems.strict
+    layout: list[tuple[int, int, str, str, tuple[int, ...]]] = []
+    layout_complete = True
+    bits_of = _BITS.get
+
+    for name, entry in header.items():
+        if not name or not name.isprintable():
+            problem = name_problem(name)
+            if problem:
+                problems.add("st-name", problem, name)
+        # Fast path: a well-formed entry costs a handful of type checks.
+        if (type(entry) is not dict or entry.keys() != _ENTRY_KEYS) and not _check_entry_fields(
+                name, entry, problems):
+            layout_complete = False
+            continue
+        dtype = entry["dtype"]
+        shape = entry["shape"]
+        offsets = entry["data_offsets"]
+        bits = bits_of(dtype) if type(dtype) is str else None
+        if bits is None:
+            problems.add("st-dtype",
+                         f"tensor {_name(name)}: unknown dtype {_show(dtype)} (expected one of {_KNOWN_DTYPES})",
+                         name)
+        shape_ok = type(shape) is list and all(type(dim) is int and dim >= 0 for dim in shape)
+        if not shape_ok:
+            _report_shape(name, shape, problems)
+        if (type(offsets) is list and len(offsets) == 2 and type(offsets[0]) is int
+                and type(offsets[1]) is int and 0 <= offsets[0] <= offsets[1]):
+            begin, end = offsets
+        else:
+            _report_offsets(name, offsets, problems)
+            layout_complete = False
+            continue
+        if bits is not None and shape_ok:
+            # Up to 8 dims the exact product is cheap even for absurd values; beyond, stop early.
+            numel = prod(shape) if len(shape) <= 8 else _numel_within(shape, bits_budget // bits)
+            if numel is None or numel * bits != (end - begin) * 8:
+                _report_size(name, dtype, bits, shape, numel, (begin, end), data_size, problems)
+        layout.append((begin, end, name, dtype, tuple(shape) if strict else ()))
+
+    _check_layout(layout, layout_complete, data_size, problems)
+    if not strict:
+        return None
+    make = _tensor_info
+    tensors = [make(name, dtype, shape, path, data_start + begin, end - begin)
+               for begin, end, name, dtype, shape in layout]
+    return tensors, metadata
+
+
+def _check_duplicates(header: dict, metadata: Any, duplicates: list[tuple[dict, Counter]],
+                      problems: _Problems) -> None:
+    owners: dict[int, str] | None = None  # entry object -> tensor name, built only when needed
+    for obj, counts in duplicates:
+        repeated = [(key, n) for key, n in counts.items() if n > 1]
+        for key, n in repeated:
+            if obj is header and key == METADATA_KEY:
+                problems.add("st-duplicate-name", f"__metadata__ appears {n} times in the header")
+            elif obj is header:
+                problems.add("st-duplicate-name",
+                             f"duplicate tensor name {_name(key)}: the header defines it {n} times "
+                             f"(other readers silently keep the last)", key)
+            elif obj is metadata:
+                problems.add("st-duplicate-metadata-key",
+                             f"duplicate __metadata__ key {_name(key)}: defined {n} times")
+            else:
+                if owners is None:
+                    owners = {id(entry): name for name, entry in header.items()}
+                owner = owners.get(id(obj))
+                if owner is not None:
+                    problems.add("st-duplicate-field",
+                                 f"tensor {_name(owner)}: duplicate field {_name(key)} ({n} times)", owner)
+                else:
+                    problems.add("st-duplicate-key", f"duplicate JSON key {_name(key)} in a nested object")
+
+
+def _check_metadata(value: Any, present: bool, problems: _Problems) -> dict[str, str]:
+    if value is None:
+        if present:
+            problems.add("st-metadata", "__metadata__ must be an object of string to string, got null")
+        return {}
+    if type(value) is not dict:
+        problems.add("st-metadata", f"__metadata__ must be an object of string to string, got {_json_type(value)}")
+        return {}
+    if value.keys() >= _ENTRY_KEYS:
+        problems.add("st-metadata",
+                     "__metadata__ holds dtype/shape/data_offsets: a tensor cannot be named '__metadata__'")
+        return {}
+    for key, item in value.items():
+        if type(item) is not str:
+            problems.add("st-metadata",
+                         f"__metadata__[{_name(key)}] must be a string, got {_json_type(item)} {_show(item)}")
+            continue
+        for text, what in ((key, "key"), (item, "value")):
+            problem = _string_problem(text)
+            if problem:
+                problems.add("st-metadata", f"__metadata__ {what} {_name(text)} {problem}")
+    return value
+
+
+def _check_entry_fields(name: str, entry: Any, problems: _Problems) -> bool:
+    """Report a badly shaped entry; True when all three fields are there to check further."""
+    hint = ""
+    if name.startswith("__") and name.endswith("__"):
+        hint = " (only '__metadata__' may hold metadata)"
+    if type(entry) is not dict:
+        problems.add("st-entry",
+                     f"tensor {_name(name)}: entry must be an object with dtype, shape and data_offsets, "
+                     f"got {_json_type(entry)}{hint}", name)
+        return False
+    missing = [key for key in _ENTRY_FIELDS if key not in entry]
+    extra = sorted(key for key in entry if key not in _ENTRY_KEYS)
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(missing))
+    if extra:
+        parts.append("unexpected " + ", ".join(_name(key) for key in extra))
+    problems.add("st-entry",
+                 f"tensor {_name(name)}: entry must have exactly dtype, shape and data_offsets: "
+                 f"{'; '.join(parts)}{hint}", name)
+    return not missing
+
+
+def _report_shape(name: str, shape: Any, problems: _Problems) -> None:
+    if type(shape) is not list:
+        problems.add("st-shape",
+                     f"tensor {_name(name)}: shape must be an array of non-negative integers, "
+                     f"got {_json_type(shape)} {_show(shape)}", name)
+        return
+    for index, dim in enumerate(shape):
+        if type(dim) is not int:
+            problems.add("st-shape",
+                         f"tensor {_name(name)}: shape {_show(shape)} has {_json_type(dim)} {_show(dim)} at "
+                         f"position {index}, expected a non-negative integer", name)
+            return
+        if dim < 0:
+            problems.add("st-shape",
+                         f"tensor {_name(name)}: shape {_show(shape)} has negative dimension {dim} at "
+                         f"position {index}", name)
+            return
+
+
+def _report_size(name: str, dtype: str, bits: int, shape: list[int], numel: int | None,
+                 offsets: tuple[int, int], data_size: int, problems: _Problems) -> None:
+    begin, end = offsets
+    if numel is None:
+        problems.add("st-numel-overflow",
+                     f"tensor {_name(name)}: shape {_show(shape)} of {dtype} needs more bytes than the whole "
+                     f"data section holds ({data_size:,} bytes)", name)
+        return
+    if numel * bits >= _U64_BITS:
+        problems.add("st-numel-overflow",
+                     f"tensor {_name(name)}: shape {_show(shape)} of {dtype} overflows: its byte size does not "
+                     f"fit in 64 bits (data_offsets [{begin}, {end}])", name)
+        return
+    nbits = numel * bits
+    if nbits % 8:
+        problems.add("st-subbyte",
+                     f"tensor {_name(name)}: {numel} elements of {dtype} ({bits} bits each) make {nbits} bits, "
+                     f"not a whole number of bytes", name)
+        return
+    problems.add("st-size-mismatch",
+                 f"tensor {_name(name)}: {dtype} shape {_show(shape)} needs {nbits // 8:,} bytes ({numel:,} "
+                 f"elements x {bits} bits) but data_offsets [{begin}, {end}] span {end - begin:,} bytes", name)
+
+
+def _report_offsets(name: str, offsets: Any, problems: _Problems) -> None:
+    prefix = f"tensor {_name(name)}: data_offsets"
+    if type(offsets) is not list:
+        problems.add("st-offsets", f"{prefix} must be [begin, end], got {_json_type(offsets)} {_show(offsets)}", name)
+    elif len(offsets) != 2:
+        problems.add("st-offsets", f"{prefix} must be [begin, end], got {len(offsets)} values {_show(offsets)}",
+                     name)
+    elif not all(type(value) is int and value >= 0 for value in offsets):
+        problems.add("st-offsets", f"{prefix} {_show(offsets)} must be two non-negative integers", name)
+    else:
+        problems.add("st-offsets",
+                     f"{prefix} begin {offsets[0]} is after end {offsets[1]}", name)
+
+
+def _check_layout(layout: list[tuple[int, int, str, str, tuple[int, ...]]], complete: bool, data_size: int,
+                  problems: _Problems) -> None:
+    """Tensors must tile the data section: sorted by offsets, from 0, no gap, no overlap, no excess."""
+    layout.sort()  # by (begin, end); names are unique, so ties never compare further
+    covered = 0
+    last: tuple[int, int, str] | None = None
+    for begin, end, name, _, _ in layout:
+        if begin > covered:
+            if complete and last is None:
+                problems.add("st-offsets-start",
+                             f"tensor {_name(name)} starts at data offset {begin:,}, but the data must start "
+                             f"at 0: bytes [0, {begin:,}) belong to no tensor", name)
+            elif complete and last is not None:
+                problems.add("st-offsets-gap",
+                             f"gap: data bytes [{covered:,}, {begin:,}) between tensor {_name(last[2])} and "
+                             f"tensor {_name(name)} belong to no tensor", name)
+        elif begin < covered and last is not None:
+            problems.add("st-offsets-overlap",
+                         f"tensor {_name(name)} at [{begin:,}, {end:,}) overlaps tensor {_name(last[2])} at "
+                         f"[{last[0]:,}, {last[1]:,})", name)
+        if end >= covered:
+            covered = end
+            last = (begin, end, name)
+    if covered > data_size:
+        assert last is not None
+        problems.add("st-data-short",
+                     f"data section is short: tensor {_name(last[2])} ends at data offset {covered:,} but the "
+                     f"file holds only {data_size:,} data bytes (truncated?)", last[2])
+    elif complete and covered < data_size:
+        if last is None:
+            problems.add("st-trailing-bytes",
+                         f"{data_size:,} trailing bytes after the header but the header lists no tensors")
+        else:
+            problems.add("st-trailing-bytes",
+                         f"{data_size - covered:,} trailing bytes after the last tensor: tensors cover "
+                         f"[0, {covered:,}) of the {data_size:,}-byte data section")
+
+
+# ---------------------------------------------------------------------------------------------
+# Public reading API
+# ---------------------------------------------------------------------------------------------
+def read_safetensors(path: str | os.PathLike[str]) -> Asset:
+    """Open a safetensors file lazily (header only), enforcing every rule of the format.
+
+    Raises :class:`FormatError` (code ``st-...``) at the first violation, and
+    :class:`AssetkitError` when the file cannot be read at all.
+    """
+    path = Path(path)
+    parsed = _parse(path, _Problems(str(path), strict=True))
+    assert parsed is not None  # the strict sink raises instead of returning nothing
+    tensors, metadata = parsed
+    return Asset(
+        path=path,
+        format="safetensors",
+        tensors={info.name: info for info in tensors},
+        metadata=dict(metadata),
+        files=[path],
+    )
+
+
+def check_safetensors(path: str | os.PathLike[str]) -> list[Finding]:
+    """Every problem the file has (severity ``error``, codes ``st-...``); empty when valid.
+
+    ``where`` is the file, or ``file:tensor`` for a problem of one tensor. Raises
+    :class:`AssetkitError` only when the file cannot be read at all.
+    """
+    path = Path(path)
+    problems = _Problems(str(path), strict=False)
+    _parse(path, problems)
+    return problems.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+class SpecError(AssetkitError, ValueError):
+    """The tensors or metadata handed to the writer cannot make a valid safetensors file."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor to write: its name, safetensors dtype id and shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        """Store the shape as a tuple of ints (numpy ints and ``torch.Size`` are fine); anything
+        else (bools, floats, negative numbers) is kept as given and refused by :func:`plan_header`."""
+        try:
+            dims = tuple(self.shape)
+            if any(isinstance(dim, bool) for dim in dims):
+                return
+            object.__setattr__(self, "shape", tuple(operator.index(dim) for dim in dims))
+        except TypeError:
+            return
+
+    @property
+    def numel(self) -> int:
+        numel = 1
+        for dim in self.shape:
+            numel *= dim
+        return numel
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * _BITS[self.dtype] // 8
+
+
+def _validate_spec(spec: TensorSpec) -> int:
+    """Check one spec; returns its byte size."""
+    problem = name_problem(spec.name) if isinstance(spec.name, str) else "tensor name must be a string"
+    if problem:
+        raise SpecError(problem)
+    if spec.name == METADATA_KEY:
+        raise SpecError("a tensor cannot be named '__metadata__'")
+    bits = _BITS.get(spec.dtype) if isinstance(spec.dtype, str) else None
+    if bits is None:
+        raise SpecError(f"tensor {_name(spec.name)}: unknown dtype {spec.dtype!r} (expected one of {_KNOWN_DTYPES})")
+    if not isinstance(spec.shape, tuple) or not all(type(dim) is int and dim >= 0 for dim in spec.shape):
+        raise SpecError(f"tensor {_name(spec.name)}: shape {spec.shape!r} must be non-negative integers")
+    nbits = spec.numel * bits
+    if nbits % 8:
+        raise SpecError(f"tensor {_name(spec.name)}: {spec.numel} elements of {spec.dtype} do not fill whole bytes")
+    return nbits // 8
+
+
+def _plan(specs: Sequence[TensorSpec], metadata: Mapping[str, str] | None) -> tuple[bytes, list[int]]:
+    header: dict[str, Any] = {}
+    if metadata:
+        for key, value in metadata.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise SpecError(f"metadata must map strings to strings: {key!r} -> {type(value).__name__}")
+            if _string_problem(key) or _string_problem(value):
+                raise SpecError(f"metadata entry {key!r} is not valid Unicode")
+        header[METADATA_KEY] = dict(metadata)
+    sizes: list[int] = []
+    offset = 0
+    for spec in specs:
+        size = _validate_spec(spec)
+        if spec.name in header:
+            raise SpecError(f"duplicate tensor name {_name(spec.name)}")
+        header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+        sizes.append(size)
+    text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # 8 + len(text) is a multiple of 8: tensor data starts aligned
+    if len(text) > HEADER_CAP:
+        raise SpecError(f"header would take {len(text):,} bytes, more than the format's cap of {HEADER_CAP:,}")
+    return struct.pack("<Q", len(text)) + text, sizes
+
+
+def plan_header(specs: Iterable[TensorSpec], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The length field and header for ``specs`` laid out in order, padded so data is 8-byte aligned.
+
+    Raises :class:`SpecError` (an :class:`AssetkitError` and a ``ValueError``) for unknown dtypes,
+    bad shapes, duplicate or empty names and non-string metadata.
+    """
+    return _plan(list(specs), metadata)[0]
+
+
+class SafetensorsWriter:
+    """Stream a safetensors file to ``dest``: header first, then tensor bytes in declared order.
+
+    ::
+
+        with SafetensorsWriter(dest, specs, metadata) as writer:
+            for spec in specs:
+                writer.write(data_of(spec))   # any chunking: several writes per tensor, or one for many
+
+    The file is built in a temporary file beside ``dest`` and renamed into place by
+    :meth:`commit` (called by a clean ``with`` exit) once every declared byte was written. An
+    exception inside the block, or a missing byte, leaves nothing at ``dest``. An existing
+    ``dest`` is refused in the constructor unless ``overwrite``.
+    """
+
+    def __init__(self, dest: str | os.PathLike[str], specs: Iterable[TensorSpec],
+                 metadata: Mapping[str, str] | None = None, overwrite: bool = False) -> None:
+        self.dest = Path(dest)
+        self.specs: tuple[TensorSpec, ...] = tuple(specs)
+        self.overwrite = overwrite
+        self.header, sizes = _plan(self.specs, metadata)
+        self._ends: list[int] = []
+        total = 0
+        for size in sizes:
+            total += size
+            self._ends.append(total)
+        #: Tensor data bytes the file will hold.
+        self.total_bytes = total
+        #: Tensor data bytes written so far.
+        self.bytes_written = 0
+        check_destination(self.dest, overwrite)
+        self._output: AtomicFile | None = None
+        self._state = "new"
+
+    # ---- life cycle ------------------------------------------------------------------------
+    def open(self) -> SafetensorsWriter:
+        """Create the temporary file and write the header (done by ``with``)."""
+        if self._state != "new":
+            raise AssetkitError(f"writer is already {self._state}", where=str(self.dest))
+        self._output = AtomicFile(self.dest, overwrite=self.overwrite)
+        self._state = "open"
+        try:
+            self._output.file.write(self.header)
+        except OSError as exc:
+            self.abort()
+            raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
+        return self
+
+    def __enter__(self) -> SafetensorsWriter:
+        return self.open()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        if self._state == "open":
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+
+    def commit(self) -> None:
+        """Check that every tensor is complete, then fsync and rename the file into place."""
+        if self._state != "open":
+            raise AssetkitError(f"cannot commit: writer is {self._state}", where=str(self.dest))
+        if self.bytes_written != self.total_bytes:
+            index = bisect_right(self._ends, self.bytes_written)
+            spec = self.specs[index]
+            start = self._ends[index - 1] if index else 0
+            raise AssetkitError(
+                f"incomplete: tensor {_name(spec.name)} has {self.bytes_written - start:,} of its "
+                f"{self._ends[index] - start:,} bytes ({self.total_bytes - self.bytes_written:,} bytes of tensor "
+                f"data missing in all)", where=str(self.dest))
+        assert self._output is not None
+        try:
+            self._output.commit()  # removes the temporary file itself when it fails
+        except BaseException:
+            self._state = "aborted"
+            raise
+        self._state = "committed"
+
+    def abort(self) -> None:
+        """Remove the temporary file; ``dest`` keeps its old state. Safe to call repeatedly."""
+        if self._output is not None and self._state == "open":
+            self._output.discard()
+        if self._state in ("new", "open"):
+            self._state = "aborted"
+
+    # ---- before commit: re-reading and patching the temporary file ---------------------------
+    def flush(self) -> None:
+        """Push buffered bytes to the temporary file (so it can be re-read before commit)."""
+        self._require_open("flush")
+        assert self._output is not None
+        try:
+            self._output.file.flush()
+        except OSError as exc:
+            raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
+
+    @property
+    def temp_path(self) -> Path | None:
+        """The temporary file being written (None unless open); flushed on access, so a verifier
+        can re-read everything written so far before :meth:`commit` moves it to ``dest``."""
+        if self._state != "open" or self._output is None:
+            return None
+        self.flush()
+        return self._output.temp_path
+
+    def replace_metadata(self, metadata: Mapping[str, str] | None) -> None:
+        """Rewrite the header with new metadata, in place, before commit.
+
+        The new header must fit in the space of the planned one (reserve room with a placeholder
+        of the final length, e.g. a 64-character digest); shorter ones are padded with spaces,
+        so the data offsets and alignment stay unchanged.
+        """
+        self._require_open("replace metadata")
+        new_header, _ = _plan(self.specs, metadata)
+        room = len(self.header) - 8
+        text = new_header[8:].rstrip(b" ")
+        if len(text) > room:
+            raise SpecError(f"new metadata makes the header {len(text):,} bytes, more than the {room:,} bytes "
+                            f"planned: reserve the room with placeholders of the final length")
+        patched = self.header[:8] + text + b" " * (room - len(text))
+        self.flush()
+        assert self._output is not None
+        try:
+            os.pwrite(self._output.file.fileno(), patched, 0)
+        except OSError as exc:
+            raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
+        self.header = patched
+
+    def _require_open(self, action: str) -> None:
+        if self._state != "open":
+            raise AssetkitError(f"cannot {action}: writer is {self._state} (use it in a with block)",
+                                where=str(self.dest))
+
+    # ---- data ------------------------------------------------------------------------------
+    @property
+    def current_tensor(self) -> str | None:
+        """Name of the tensor the next written byte belongs to (None when all are complete)."""
+        index = bisect_right(self._ends, self.bytes_written)
+        return self.specs[index].name if index < len(self.specs) else None
+
+    def write(self, data: Any) -> int:
+        """Append tensor bytes (any bytes-like object, C-contiguous); returns the byte count.
+
+        Large buffers are passed to the OS without copying. Writing more bytes than declared
+        raises :class:`AssetkitError` and writes nothing of ``data``.
+        """
+        self._require_open("write")
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if not view.c_contiguous:
+            raise SpecError("tensor data must be a C-contiguous bytes-like object")
+        size = view.nbytes
+        if size == 0:
+            return 0
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        if self.bytes_written + size > self.total_bytes:
+            raise AssetkitError(
+                f"too many bytes: writing {size:,} more would exceed the {self.total_bytes:,} bytes declared "
+                f"for all tensors ({self.bytes_written:,} already written)", where=str(self.dest))
+        assert self._output is not None
+        try:
+            self._output.file.write(view)
+        except OSError as exc:
+            raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
+        self.bytes_written += size
+        return size
+
+    def write_tensor(self, name: str, data: Any) -> int:
+        """Write one whole tensor, checking that it is the next one declared and has its exact size."""
+        expected = self.current_tensor
+        index = bisect_right(self._ends, self.bytes_written)
+        start = self._ends[index - 1] if index else 0
+        if expected != name or self.bytes_written != start:
+            raise AssetkitError(f"tensor {_name(name)} written out of order: next is {_name(expected or '')}"
+                                if expected is not None else f"tensor {_name(name)}: all tensors already written",
+                                where=str(self.dest))
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        need = self._ends[index] - start
+        if view.nbytes != need:
+            raise AssetkitError(f"tensor {_name(name)} needs {need:,} bytes, got {view.nbytes:,}",
+                                where=str(self.dest))
+        return self.write(view)
