@@ -1,0 +1,1 @@
+"""check: scan (no pickle ever runs) and validate (no malformed file passes)."""

@@ -1,0 +1,96 @@
+"""``assetkit validate``: no malformed checkpoint or diffusers folder passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import AssetkitError
+from ..findings import Finding, render_junit, sort_findings
+from ._common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, emit_json, handles_errors, json_option
+
+_HELP = """Check checkpoint files and diffusers folders against every rule they must follow.
+
+\b
+PATH may be a safetensors file (every rule of the format), a torch .ckpt/.pt/.bin
+(zip/legacy container hygiene) or a diffusers pipeline or component folder
+(model_index.json against the subfolders, each config.json against its weights by
+building the class on the meta device, sharded indexes, variants, tokenizer and
+scheduler configs). --numerics also reads every tensor: NaN/Inf, all-zero tensors,
+mixed float dtypes.
+
+\b
+--json prints one document: for one PATH {"path", "ok", "problems": [{"code",
+"severity", "message", "where"}], "checked"}; for several PATHs {"results": [...one
+such object per path...], "ok": bool}, where an unreadable path has "error" set.
+
+Exit codes: 0 valid, 1 problems found, 2 usage error or unreadable input.
+"""
+
+
+@click.command("validate", help=_HELP)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--numerics", is_flag=True, help="Also read every tensor: NaN/Inf, all-zero, mixed float dtypes.")
+@click.option("--variant", metavar="V", default=None,
+              help="Check the V variant weights of a diffusers folder (e.g. fp16); each component must have them.")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a JUnit XML report (one test case per PATH) to this file.")
+@json_option
+@handles_errors
+def command(paths: tuple[Path, ...], numerics: bool, variant: str | None, junit_file: Path | None,
+            json_output: bool) -> None:
+    from ..check.validate import validate_path
+
+    results: list[dict[str, Any]] = []
+    cases: list[tuple[str, list[Finding]]] = []
+    first_error: AssetkitError | None = None
+    for path in paths:
+        try:
+            report = validate_path(path, numerics=numerics, variant=variant)
+        except AssetkitError as exc:
+            first_error = first_error or exc
+            results.append({"path": str(path), "ok": False, "error": str(exc), "problems": []})
+            cases.append((str(path), [Finding("unreadable", "error", exc.message, exc.where or str(path))]))
+            continue
+        results.append(report.to_dict())
+        cases.append((report.path, report.problems))
+
+    if junit_file is not None:
+        from ..formats.atomic import atomic_write
+
+        with atomic_write(junit_file, overwrite=True) as out:
+            out.write(render_junit([("validate", cases)]))
+
+    if len(paths) == 1 and first_error is not None:
+        raise first_error  # one line (or {"ok": false, "error"} with --json), exit 2
+    all_ok = all(r["ok"] for r in results)
+    if json_output:
+        emit_json(results[0] if len(paths) == 1 else {"results": results, "ok": all_ok})
+    else:
+        _print_human(results)
+    ctx = click.get_current_context()
+    if first_error is not None:
+        ctx.exit(EXIT_USAGE)
+    ctx.exit(EXIT_OK if all_ok else EXIT_PROBLEMS)
+
+
+def _print_human(results: list[dict[str, Any]]) -> None:
+    for result in results:
+        if "error" in result:
+            click.echo(f"ERROR {result['path']}: {result['error']}")
+            continue
+        findings = sort_findings(Finding(**p) for p in result["problems"])
+        failing = [f for f in findings if f.failing]
+        others = len(findings) - len(failing)
+        note = f", {others} note(s)" if others else ""
+        if failing:
+            click.echo(f"FAIL  {result['path']}: {len(failing)} problem(s){note}")
+        else:
+            click.echo(f"OK    {result['path']} ({len(result['checked'])} check(s){note})")
+        for finding in findings:
+            click.echo(f"  {finding.to_text()}")
+    if len(results) > 1:
+        valid = sum(1 for r in results if r["ok"])
+        click.echo(f"{valid} of {len(results)} path(s) valid")
