@@ -15,7 +15,6 @@ whitespace, silently keeps the last of duplicate JSON keys and ignores unknown e
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import operator
 import os
@@ -219,40 +218,10 @@ def _decode_header(raw: bytes, problems: _Problems) -> tuple[Any, list[tuple[dic
     return value, duplicates
 
 
-def _info_defaults() -> dict[str, Any] | None:
-    """Default field values of :class:`TensorInfo` when instances can be built from a plain dict.
-
-    None when that shortcut would be unsafe (slots, default factories or ``__post_init__``).
-    """
-    if "__slots__" in TensorInfo.__dict__ or hasattr(TensorInfo, "__post_init__"):
-        return None
-    defaults: dict[str, Any] = {}
-    for field in dataclasses.fields(TensorInfo):
-        if field.default_factory is not dataclasses.MISSING:
-            return None
-        if field.default is not dataclasses.MISSING:
-            defaults[field.name] = field.default
-    return defaults
-
-
-_INFO_DEFAULTS = _info_defaults()
-
-
 def _tensor_info(name: str, dtype: str, shape: tuple[int, ...], file: Path, data_offset: int,
                  storage_nbytes: int) -> TensorInfo:
-    """A :class:`TensorInfo` for a safetensors tensor (its own storage, keyed by its name).
-
-    Bypasses the frozen dataclass ``__init__`` (ten ``object.__setattr__`` calls) when that is
-    safe: thousands of tensors per header make it a third of the parse time.
-    """
-    if _INFO_DEFAULTS is None:
-        return TensorInfo(name, dtype, shape, file, data_offset, storage_key=name, storage_nbytes=storage_nbytes)
-    info = object.__new__(TensorInfo)
-    values = info.__dict__
-    values.update(_INFO_DEFAULTS)
-    values.update(name=name, dtype=dtype, shape=shape, file=file, data_offset=data_offset, storage_key=name,
-                  storage_nbytes=storage_nbytes)
-    return info
+    """A :class:`TensorInfo` for a safetensors tensor (its own storage, keyed by its name)."""
+    return TensorInfo(name, dtype, shape, file, data_offset, storage_key=name, storage_nbytes=storage_nbytes)
 
 
 def _numel_within(shape: list[int], limit: int) -> int | None:
