@@ -12,11 +12,12 @@ import mmap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .dtypes import DTYPES, nbytes_for
+
+if TYPE_CHECKING:  # numpy is imported where arrays are built: commands that only read headers start faster
+    import numpy as np
 
 #: Format ids an :class:`Asset` can have.
 FORMATS = ("safetensors", "torch-zip", "torch-legacy", "diffusers", "diffusers-component")
@@ -126,6 +127,8 @@ class Asset:
 
     def tensor_array(self, name: str) -> np.ndarray:
         """The tensor as a numpy array (bf16 and fp8 come back as same-size unsigned ints)."""
+        import numpy as np
+
         info = self.tensors[name]
         row = DTYPES[info.dtype]
         np_dtype = np.dtype(row.numpy_name) if row.numpy_name else np.dtype(f"u{row.itemsize}")
@@ -166,6 +169,8 @@ def read_tensor_bytes(info: TensorInfo, get_map) -> memoryview | bytes:
     if row.bits < 8:
         raise FormatError("strided views of sub-byte dtypes are not supported", where=info.name)
     # General case: a strided (and/or big-endian) view into its storage, materialised alone.
+    import numpy as np
+
     item = row.itemsize
     storage_nbytes = info.storage_nbytes if info.storage_nbytes is not None else len(buf) - info.data_offset
     storage_len = storage_nbytes // item
@@ -180,6 +185,8 @@ def read_tensor_bytes(info: TensorInfo, get_map) -> memoryview | bytes:
         storage[info.storage_offset :], shape=info.shape, strides=[s * item for s in stride], writeable=False
     )
     out = np.ascontiguousarray(view)
-    if info.byteorder != "little" and unit.kind == "u":
-        out = out.astype(unit.newbyteorder("<"))
+    if info.byteorder != "little":
+        # Swap each scalar: a complex number is two floats, each stored big-endian on its own.
+        scalar = item // 2 if row.kind == "complex" else item
+        out = out.reshape(-1).view(f">u{scalar}").astype(f"<u{scalar}")
     return out.tobytes()
