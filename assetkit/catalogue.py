@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 def catalogue_dir() -> Path:
     override = os.environ.get("ASSETKIT_CATALOGUE")
@@ -29,4 +27,6 @@ def load(relative: str) -> Any:
     with open(path, encoding="utf-8") as fh:
         if path.suffix == ".json":
             return json.load(fh)
+        import yaml  # only when a YAML file is asked for: importing it costs ~10 ms per process
+
         return yaml.safe_load(fh)

@@ -40,12 +40,15 @@ def sniff_bytes(head: bytes, size: int) -> str:
     for magic, offset, label in FOREIGN_MAGIC:
         if head[offset : offset + len(magic)] == magic:
             return label
-    if head[:1] == bytes([PICKLE_PROTOCOL_BYTE]) and len(head) > 1 and 2 <= head[1] <= 5:
-        return "pickle"
+    # safetensors before the pickle protocol byte: a header length such as 0x0280 starts with the
+    # bytes 0x80 0x02, exactly like a protocol-2 pickle (which can never continue with a plausible
+    # length and a '{' at byte 8: the opcode 0x00 does not exist).
     if len(head) >= 9:
         (header_len,) = struct.unpack("<Q", head[:8])
         if 2 <= header_len <= size - 8 and head[8:9] in (b"{", b" ", b"\t", b"\n", b"\r"):
             return "safetensors"
+    if head[:1] == bytes([PICKLE_PROTOCOL_BYTE]) and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
     if head[:1] in (b"(", b"}", b"]", b"c", b"\x80"):
         # protocol 0/1 pickles start with MARK, EMPTY_DICT, EMPTY_LIST or GLOBAL
         return "pickle"
