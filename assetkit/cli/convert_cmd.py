@@ -1,0 +1,204 @@
+"""``assetkit convert``: checkpoints to safetensors without running the pickle, verified."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import AssetkitError, UnsafeInputError
+from ._common import EXIT_OK, EXIT_PROBLEMS, emit_json, handles_errors, human_bytes, json_option
+
+
+def _parse_metadata(values: tuple[str, ...]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--metadata")
+        parsed[key] = value
+    return parsed
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM unwind like Ctrl-C, so temporary files are removed (SIGKILL cannot be caught)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _ByteProgress:
+    """A progress bar in bytes on stderr, only when stderr is a terminal and not with --json."""
+
+    def __init__(self, enabled: bool, label: str) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.label = label
+        self._bar: Any = None
+
+    def start(self, total: int) -> None:
+        if self.enabled and total:
+            self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr,
+                                          show_pos=False, show_percent=True, show_eta=True)
+            self._bar.__enter__()
+
+    def advance(self, nbytes: int) -> None:
+        if self._bar is not None:
+            self._bar.update(nbytes)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _print_report(report: Any) -> None:
+    changes = ", ".join(f"{k} x{v}" for k, v in report.dtype_changes.items())
+    click.echo(f"{report.src} -> {report.dst}")
+    click.echo(f"  {report.tensors} tensors, {human_bytes(report.bytes)} of tensor data"
+               f"{', cast ' + changes if changes else ''} in {report.seconds:.2f} s")
+    if report.tied:
+        click.echo(f"  {len(report.tied)} tied name(s) stored once, recorded in metadata: "
+                   + ", ".join(f"{a} -> {k}" for a, k in list(report.tied.items())[:5])
+                   + (" ..." if len(report.tied) > 5 else ""))
+    if report.materialized:
+        click.echo(f"  {len(report.materialized)} strided/big-endian tensor(s) made contiguous")
+    click.echo(f"  source sha256 {report.source_sha256}")
+    click.echo("  verified: every tensor re-read and equal to the source" if report.verified
+               else "  not verified (--no-verify)")
+
+
+def _print_batch(batch: Any) -> None:
+    for item in batch.items:
+        line = f"{item.status:<9} {item.src}"
+        if item.dst is not None and item.status == "converted":
+            line += f" -> {item.dst}"
+        if item.error:
+            line += f": {item.error}"
+        click.echo(line)
+        for finding in item.findings:
+            if finding.failing:
+                click.echo(f"          {finding.to_text()}")
+    for path in batch.extra_files:
+        click.echo(f"index     {path}")
+    s = batch.summary()
+    click.echo(f"{s['files']} file(s): {s['converted']} converted, {s['unsafe']} unsafe, {s['failed']} failed, "
+               f"{s['skipped']} skipped; {human_bytes(s['bytes'])} in {s['seconds']:.2f} s")
+
+
+@click.command("convert")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path), required=False)
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), help="Cast floating tensors (ints and bools keep their dtype).")
+@click.option("--variant", help="Diffusers folder: write *.<variant>.safetensors beside the weights (e.g. fp16).")
+@click.option("--state-dict-key", help="Take the tensors under this top-level key (e.g. state_dict, model).")
+@click.option("--only", "only", metavar="PREFIX", help="Keep tensors whose name starts with PREFIX (e.g. first_stage_model.).")
+@click.option("--strip-prefix", metavar="PREFIX", help="Remove PREFIX from tensor names.")
+@click.option("--keep-metadata", is_flag=True, help="Carry plain values (global_step, epoch...) into the metadata as strings.")
+@click.option("--metadata", "metadata_items", multiple=True, metavar="KEY=VALUE", help="Set a metadata entry (repeatable).")
+@click.option("--salvage", is_flag=True, help="Unsafe pickle: keep its tensors only, drop every other object (nothing is run).")
+@click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@json_option
+@handles_errors
+def command(source: Path, output: Path | None, dtype: str | None, variant: str | None, state_dict_key: str | None,
+            only: str | None, strip_prefix: str | None, keep_metadata: bool, metadata_items: tuple[str, ...],
+            salvage: bool, no_verify: bool, overwrite: bool, json_output: bool) -> None:
+    """Convert SOURCE to safetensors, streaming, exact, without running any pickle.
+
+    \b
+    assetkit convert model.ckpt model.safetensors          one file (OUTPUT defaults to SOURCE.safetensors)
+    assetkit convert sd.ckpt vae.safetensors --only first_stage_model. --strip-prefix first_stage_model.
+    assetkit convert in.safetensors out.safetensors --dtype fp16
+    assetkit convert SRC_DIR DST_DIR                       every .ckpt/.pt/.pth/.bin below SRC_DIR
+    assetkit convert PIPELINE_DIR --variant fp16           diffusers *.fp16.safetensors beside the weights
+
+    Unsafe pickles are refused (exit 1) with the scan findings. The output is re-read and every
+    tensor compared with the source unless --no-verify. Exit codes: 0 ok, 1 unsafe input or
+    verification failed, 2 usage error or unreadable input.
+    """
+    from ..convert.batch import convert_tree, convert_variant_folder
+    from ..convert.to_safetensors import convert_file
+
+    extra = _parse_metadata(metadata_items)
+    verify = not no_verify
+    with _sigterm_as_interrupt():
+        if variant is not None:
+            if not source.is_dir():
+                raise AssetkitError("--variant needs a diffusers folder", where=str(source))
+            if output is not None:
+                raise AssetkitError("--variant writes beside the weights: give no OUTPUT")
+            if only or strip_prefix or state_dict_key or extra or salvage:
+                raise AssetkitError("--variant takes only --dtype, --overwrite and --no-verify")
+            bar = _ByteProgress(not json_output, f"{variant}")
+            try:
+                batch = convert_variant_folder(source, variant, dtype=dtype, overwrite=overwrite, verify=verify,
+                                               on_start=bar.start, progress=bar.advance)
+            finally:
+                bar.finish()
+            _finish_batch(batch, json_output)
+            return
+        if source.is_dir():
+            if output is None:
+                raise AssetkitError("converting a folder needs an OUTPUT folder (or --variant for a diffusers folder)",
+                                    where=str(source))
+            bar = _ByteProgress(not json_output, "converting")
+            try:
+                batch = convert_tree(source, output, on_start=bar.start, progress=bar.advance, dtype=dtype,
+                                     only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key,
+                                     keep_metadata=keep_metadata, metadata=extra, verify=verify,
+                                     overwrite=overwrite)
+            finally:
+                bar.finish()
+            _finish_batch(batch, json_output)
+            return
+        if output is None:
+            if source.suffix.lower() == ".safetensors":
+                raise AssetkitError("give an OUTPUT path: the input already is a .safetensors file", where=str(source))
+            output = source.with_suffix(".safetensors")
+        try:
+            report = convert_file(source, output, dtype=dtype, only=only, strip_prefix=strip_prefix,
+                                  state_dict_key=state_dict_key, keep_metadata=keep_metadata, metadata=extra,
+                                  salvage=salvage, verify=verify, overwrite=overwrite,
+                                  warn=lambda line: click.echo(f"assetkit: warning: {line}", err=True))
+        except UnsafeInputError as exc:
+            _refuse_unsafe(exc, json_output)
+            return
+    if json_output:
+        emit_json({"ok": True, **report.to_dict()})
+    else:
+        _print_report(report)
+
+
+def _refuse_unsafe(exc: UnsafeInputError, json_output: bool) -> None:
+    if json_output:
+        emit_json({"ok": False, "error": str(exc), "exit_code": EXIT_PROBLEMS,
+                   "findings": [f.to_dict() for f in exc.findings]})
+    else:
+        click.echo(f"assetkit: error: {exc}", err=True)
+        for finding in exc.findings:
+            click.echo(f"  {finding.to_text()}", err=True)
+    sys.exit(EXIT_PROBLEMS)
+
+
+def _finish_batch(batch: Any, json_output: bool) -> None:
+    if json_output:
+        emit_json(batch.to_dict())
+    else:
+        _print_batch(batch)
+    sys.exit(EXIT_OK if batch.ok else EXIT_PROBLEMS)

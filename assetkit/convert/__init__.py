@@ -1,0 +1,26 @@
+"""convert: checkpoints to safetensors (streaming, exact, verified), precision variants, batches.
+
+Imports neither torch nor diffusers: conversion reads the source through assetkit's own
+readers and never runs a pickle.
+"""
+
+from __future__ import annotations
+
+from .batch import BatchItem, BatchReport, convert_tree, convert_variant_folder
+from .dtype_cast import CASTABLE, cast_bytes, output_dtype
+from .to_safetensors import ConversionPlan, ConvertReport, convert_file, plan_conversion, select_tensors
+
+__all__ = [
+    "CASTABLE",
+    "BatchItem",
+    "BatchReport",
+    "ConversionPlan",
+    "ConvertReport",
+    "cast_bytes",
+    "convert_file",
+    "convert_tree",
+    "convert_variant_folder",
+    "output_dtype",
+    "plan_conversion",
+    "select_tensors",
+]

@@ -1,0 +1,279 @@
+"""``assetkit convert`` as a user runs it: exit codes, --json, interrupted runs, folders, variants."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from assetkit.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["convert", *map(str, args)])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def assetkit_process(*args: str, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-c", "from assetkit.cli import main; main()", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def raw(t: torch.Tensor) -> bytes:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"first_stage_model.decoder.w": torch.randn(4, 4), "model.x": torch.randn(3),
+                               "cond_stage_model.position_ids": torch.arange(77)[None]},
+                "global_step": 10}, path)
+    return path
+
+
+def test_convert_one_file_with_json(checkpoint: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "out.safetensors"
+    code, out, err = run(checkpoint, dst, "--json", "--keep-metadata")
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["ok"] is True and document["verified"] is True
+    assert document["tensors"] == 3 and document["dst"] == str(dst)
+    assert document["metadata"]["global_step"] == "10"
+    assert len(document["source_sha256"]) == 64
+    reference = torch.load(checkpoint, weights_only=False)["state_dict"]
+    got = load_file(dst)
+    assert {k: raw(v) for k, v in got.items()} == {k: raw(v) for k, v in reference.items()}
+
+
+def test_default_output_name_and_text_report(checkpoint: Path) -> None:
+    code, out, err = run(checkpoint)
+    assert code == 0, err
+    assert checkpoint.with_suffix(".safetensors").is_file()
+    assert "verified" in out and "3 tensors" in out
+
+
+def test_existing_output_exit_2_and_untouched(checkpoint: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "out.safetensors"
+    dst.write_bytes(b"keep me")
+    code, out, err = run(checkpoint, dst)
+    assert code == 2
+    assert "exists" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert dst.read_bytes() == b"keep me"
+    code, _, _ = run(checkpoint, dst, "--overwrite")
+    assert code == 0 and dst.read_bytes() != b"keep me"
+
+
+def test_unsafe_input_exit_1_with_findings_and_salvage(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    src = tmp_path / "evil.pt"
+    torch.save({"w": torch.ones(3), "x": Payload()}, src)
+    dst = tmp_path / "evil.safetensors"
+    code, out, err = run(src, dst, "--json")
+    assert code == 1
+    document = json.loads(out)
+    assert document["ok"] is False and any(f["severity"] == "dangerous" for f in document["findings"])
+    assert not dst.exists()
+    code, out, err = run(src, dst)
+    assert code == 1 and "dangerous" in err
+    code, out, err = run(src, dst, "--salvage")
+    assert code == 0 and "SALVAGE" in err
+    assert list(load_file(dst)) == ["w"]
+    assert not marker.exists()
+
+
+def test_vae_extraction_and_dtype(checkpoint: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "vae.safetensors"
+    code, out, err = run(checkpoint, dst, "--only", "first_stage_model.", "--strip-prefix", "first_stage_model.",
+                         "--dtype", "fp16", "--json")
+    assert code == 0, err
+    got = load_file(dst)
+    reference = torch.load(checkpoint, weights_only=False)["state_dict"]["first_stage_model.decoder.w"]
+    assert list(got) == ["decoder.w"] and raw(got["decoder.w"]) == raw(reference.half())
+    code, _, err = run(checkpoint, tmp_path / "x.safetensors", "--only", "vae.")
+    assert code == 2 and "matches no tensors" in err
+
+
+def test_position_ids_keep_int64_under_dtype(checkpoint: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "half.safetensors"
+    assert run(checkpoint, dst, "--dtype", "bf16")[0] == 0
+    got = load_file(dst)
+    assert got["cond_stage_model.position_ids"].dtype == torch.int64
+    assert got["model.x"].dtype == torch.bfloat16
+
+
+def test_unreadable_and_unsupported_inputs_exit_2(tmp_path: Path) -> None:
+    assert run(tmp_path / "missing.ckpt", tmp_path / "o.safetensors")[0] == 2
+    wrapped = tmp_path / "model.ckpt"
+    wrapped.write_bytes(b"7z\xbc\xaf\x27\x1c" + bytes(100))
+    code, _, err = run(wrapped, tmp_path / "o.safetensors")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_folder_batch_keeps_relative_paths_and_reports_unsafe(tmp_path: Path) -> None:
+    src, dst = tmp_path / "in", tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    torch.save({"a": torch.randn(3)}, src / "one.ckpt")
+    torch.save({"b": torch.arange(4)}, src / "sub" / "two.pth", _use_new_zipfile_serialization=False)
+    torch.save({"c": torch.ones(2)}, src / "sub" / "three.bin")
+    (src / "notes.txt").write_text("not a checkpoint")
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"d": torch.ones(1), "e": Payload()}, src / "evil.pt")
+    code, out, err = run(src, dst, "--json")
+    assert code == 1
+    document = json.loads(out)
+    by_name = {Path(item["src"]).name: item for item in document["results"]}
+    assert by_name["evil.pt"]["status"] == "unsafe" and by_name["evil.pt"]["findings"]
+    assert {by_name[n]["status"] for n in ("one.ckpt", "two.pth", "three.bin")} == {"converted"}
+    assert document["summary"] == {**document["summary"], "files": 4, "converted": 3, "unsafe": 1, "ok": False}
+    assert (dst / "one.safetensors").is_file() and (dst / "sub" / "two.safetensors").is_file()
+    assert raw(load_file(dst / "sub" / "two.safetensors")["b"]) == raw(torch.arange(4))
+    assert not (dst / "evil.safetensors").exists()
+    # clean folder: exit 0, text summary
+    (src / "evil.pt").unlink()
+    code, out, err = run(src, tmp_path / "out2")
+    assert code == 0, out + err
+    assert "3 converted" in out
+
+
+def _big_checkpoint(path: Path) -> Path:
+    """About 192 MiB of tensors: long enough to interrupt a conversion mid-way."""
+    torch.save({f"layer{i}.weight": torch.full((1024, 1024 * 4), float(i)) for i in range(12)}, path)
+    return path
+
+
+def _wait_for_temp(folder: Path, proc: subprocess.Popen, timeout: float = 60.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        temps = [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+        if temps and temps[0].stat().st_size > 1024 * 1024:
+            return temps[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"conversion ended before it could be interrupted: {proc.communicate()}")
+        time.sleep(0.002)
+    raise AssertionError("no temporary output appeared")
+
+
+def test_killed_conversion_leaves_nothing_at_destination(tmp_path: Path) -> None:
+    src = _big_checkpoint(tmp_path / "big.ckpt")
+    out = tmp_path / "out"
+    out.mkdir()
+    dst = out / "big.safetensors"
+    proc = assetkit_process("convert", src, dst)
+    _wait_for_temp(out, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_conversion_removes_its_temporary_file(tmp_path: Path, sig: int) -> None:
+    src = _big_checkpoint(tmp_path / "big.ckpt")
+    out = tmp_path / "out"
+    out.mkdir()
+    dst = out / "big.safetensors"
+    proc = assetkit_process("convert", src, dst)
+    _wait_for_temp(out, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert b"interrupted" in err
+    assert list(out.iterdir()) == []
+
+
+def test_diffusers_fp16_variant_loads_in_diffusers(tmp_path: Path) -> None:
+    import warnings
+
+    from _tiny_diffusers import build_pipeline
+    from diffusers import StableDiffusionPipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = build_pipeline()
+        plain, sharded, pickled = tmp_path / "plain", tmp_path / "sharded", tmp_path / "bin"
+        pipe.save_pretrained(plain)
+        pipe.save_pretrained(sharded, max_shard_size="20KB")
+        pipe.save_pretrained(pickled, safe_serialization=False)
+    expected = {name: {k: v.half() if v.is_floating_point() else v
+                       for k, v in getattr(pipe, name).state_dict().items()}
+                for name in ("unet", "vae", "text_encoder")}
+    for folder in (plain, sharded, pickled):
+        code, out, err = run(folder, "--variant", "fp16", "--json")
+        assert code == 0, out + err
+        document = json.loads(out)
+        assert document["summary"]["ok"] and document["summary"]["converted"] >= 3
+        assert (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file() or \
+            (folder / "unet" / "diffusion_pytorch_model.safetensors.index.fp16.json").is_file()
+        assert (folder / "text_encoder" / "model.fp16.safetensors").is_file() or \
+            (folder / "text_encoder" / "model.safetensors.index.fp16.json").is_file()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = StableDiffusionPipeline.from_pretrained(folder, variant="fp16", torch_dtype=torch.float16)
+        for name, state in expected.items():
+            got = getattr(loaded, name).state_dict()
+            assert set(got) == set(state), (folder.name, name)
+            for key, tensor in state.items():
+                assert got[key].dtype == tensor.dtype and raw(got[key]) == raw(tensor), (folder.name, name, key)
+    # the same again without --overwrite: every file refused, exit 1, nothing changed
+    before = (plain / "unet" / "diffusion_pytorch_model.fp16.safetensors").stat().st_mtime_ns
+    code, out, err = run(plain, "--variant", "fp16")
+    assert code == 1 and "exists" in out
+    assert (plain / "unet" / "diffusion_pytorch_model.fp16.safetensors").stat().st_mtime_ns == before
+    with safe_open(sharded / "unet" / "diffusion_pytorch_model.fp16-00001-of-"
+                   f"{_shard_count(sharded):05d}.safetensors", framework="pt") as fh:
+        assert fh.metadata()["format"] == "pt"
+
+
+def _shard_count(folder: Path) -> int:
+    index = json.loads((folder / "unet" / "diffusion_pytorch_model.safetensors.index.fp16.json").read_text())
+    return len(set(index["weight_map"].values()))
+
+
+PEAK_RSS_OF_CHILD = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def test_peak_memory_is_far_below_the_checkpoint_size(tmp_path: Path) -> None:
+    """Streaming: converting a 192 MiB checkpoint (cast and verified) keeps the process well under it.
+
+    Measured from a small wrapper process: a child forked from pytest itself would count
+    pytest's own memory in its peak.
+    """
+    src = _big_checkpoint(tmp_path / "big.ckpt")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for extra in ([], ["--dtype", "bf16"]):
+        dst = tmp_path / f"out{len(extra)}.safetensors"
+        command = [sys.executable, "-c", "from assetkit.cli import main; main()", "convert", str(src), str(dst), *extra]
+        result = subprocess.run([sys.executable, "-c", PEAK_RSS_OF_CHILD, *command], env=env,
+                                capture_output=True, text=True, check=True)
+        code, peak_kib = map(int, result.stdout.split())
+        assert code == 0, result.stderr
+        assert peak_kib / 1024 < 150, f"peak RSS {peak_kib / 1024:.0f} MiB for a 192 MiB checkpoint {extra}"
+    assert raw(load_file(tmp_path / "out2.safetensors")["layer3.weight"]) == raw(torch.full((1024, 4096), 3.0).bfloat16())
