@@ -84,6 +84,7 @@ def test_lightning_style_dict(tmp_path: Path, legacy: bool):
         assert asset.metadata["global_step"] == 470000
         assert asset.metadata["epoch"] == 6
         assert asset.metadata["pytorch-lightning_version"] == "1.4.2"
+        assert asset.unwrapped_key == "state_dict"
         assert any("state_dict" in note for note in asset.notes)
     assert_same_tensors_wrapped(path, sd)
 

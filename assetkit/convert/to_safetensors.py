@@ -32,7 +32,6 @@ import contextlib
 import hashlib
 import mmap
 import os
-import re
 import sys
 import threading
 import time
@@ -167,14 +166,6 @@ def _top_prefixes(names: list[str], limit: int = 8) -> str:
     return ", ".join(shown) + (", ..." if len(counts) > limit else "")
 
 
-_UNWRAPPED_NOTE = re.compile(r"^unwrapped the '(?P<key>[^']+)' dict$")
-
-
-def unwrapped_keys(asset: Asset) -> set[str]:
-    """Wrapper keys (``state_dict``, ``model``...) the torch reader already unwrapped (from its notes)."""
-    return {match["key"] for note in asset.notes if (match := _UNWRAPPED_NOTE.match(note))}
-
-
 def select_tensors(asset: Asset, *, state_dict_key: str | None = None, only: str | None = None,
                    strip_prefix: str | None = None) -> dict[str, TensorInfo]:
     """Output name -> source tensor, after ``state_dict_key``, ``only`` and ``strip_prefix``.
@@ -187,7 +178,7 @@ def select_tensors(asset: Asset, *, state_dict_key: str | None = None, only: str
     if not names:
         raise AssetkitError("holds no tensors", where=where)
     selected: dict[str, TensorInfo] = {name: asset.tensors[name] for name in names}
-    if state_dict_key and state_dict_key.rstrip(".") not in unwrapped_keys(asset):
+    if state_dict_key and state_dict_key.rstrip(".") != asset.unwrapped_key:
         prefix = state_dict_key.rstrip(".") + "."
         selected = {name[len(prefix):]: info for name, info in selected.items() if name.startswith(prefix)}
         if not selected:

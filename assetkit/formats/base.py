@@ -98,6 +98,7 @@ class Asset:
     components: dict[str, Asset] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unwrapped_key: str | None = None
     _maps: dict[Path, mmap.mmap] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- summaries -------------------------------------------------------------------------

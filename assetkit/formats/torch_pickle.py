@@ -417,6 +417,7 @@ class _Flattener:
             unwrapped = self._unwrap(root)
             if unwrapped is not None:
                 key, inner = unwrapped
+                asset.unwrapped_key = key
                 asset.notes.append(f"unwrapped the {key!r} dict")
                 self._walk(inner, "", tensors=True, metadata=False, depth=0, seen=set())
                 rest = {k: v for k, v in root.items() if k != key}
