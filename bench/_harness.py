@@ -40,10 +40,22 @@ class Measurement:
         return max(self.peak_rss_mib)
 
 
+def user_env() -> dict[str, str]:
+    """The environment a user runs in: Python may cache bytecode (PYTHONDONTWRITEBYTECODE, set on
+    some CI and sandbox machines, would make every process recompile every module it imports)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def run_once(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run ``cmd`` to completion; return (wall seconds, peak RSS MiB of that process tree's leader)."""
+    """Run ``cmd`` to completion; return (wall seconds, peak RSS MiB of that process).
+
+    Keep the measuring process small (build inputs in child processes): a forked child starts
+    with its parent's resident pages, which would count in its peak.
+    """
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env or user_env())
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -125,9 +137,19 @@ def ensure_sparse_safetensors(path: Path, layout: str, dtype: str = "F16") -> Pa
 
 def ensure_torch_checkpoint(path: Path, layout: str, dtype: str = "F16", legacy: bool = False,
                             wrap_state_dict: bool = True) -> Path:
-    """A full-size torch.save checkpoint of ``layout`` (random float data, seeded), like a released .ckpt."""
+    """A full-size torch.save checkpoint of ``layout`` (random float data, seeded), like a released .ckpt.
+
+    Written by a child process, so torch and the model's memory never enter the measuring process.
+    """
     if path.exists():
         return path
+    print(f"writing {path} with torch.save ...", flush=True)
+    subprocess.run([PYTHON, __file__, "build-torch", str(path), layout, dtype, str(int(legacy)),
+                    str(int(wrap_state_dict))], check=True)
+    return path
+
+
+def _build_torch_checkpoint(path: Path, layout: str, dtype: str, legacy: bool, wrap_state_dict: bool) -> None:
     import torch
 
     keys = load_layout(layout)
@@ -145,4 +167,8 @@ def ensure_torch_checkpoint(path: Path, layout: str, dtype: str = "F16", legacy:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp, _use_new_zipfile_serialization=not legacy)
     tmp.rename(path)
-    return path
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["build-torch"]:
+    _path, _layout, _dtype, _legacy, _wrap = sys.argv[2:7]
+    _build_torch_checkpoint(Path(_path), _layout, _dtype, _legacy == "1", _wrap == "1")

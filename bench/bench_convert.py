@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from _harness import (  # noqa: E402
     PYTHON,
     Measurement,
     assetkit_cmd,
+    ensure_torch_checkpoint,
     measure,
     print_table,
 )
@@ -43,11 +43,6 @@ TORCH_CONVERT = (
     "sd = torch.load(sys.argv[1], mmap=True, weights_only=True, map_location='cpu')\n"
     "sd = sd.get('state_dict', sd)\n"
     "save_file(sd, sys.argv[2], metadata={'format': 'pt'})\n"
-)
-GENERATE = (
-    "import sys\nsys.path.insert(0, sys.argv[1])\n"
-    "from pathlib import Path\nfrom _harness import ensure_torch_checkpoint\n"
-    "ensure_torch_checkpoint(Path(sys.argv[2]), 'sd15', sys.argv[3])\n"
 )
 SHA256 = (
     "import hashlib, sys\n"
@@ -102,11 +97,8 @@ def main() -> None:
             name, dtype = CHECKPOINTS[key]
             path = args.workdir / name
             if not path.exists():
-                print(f"writing {path} with torch.save ...", flush=True)
                 created.append(path)
-            # In a child process: torch and the model's memory stay out of this (measuring) process.
-            subprocess.run([PYTHON, "-c", GENERATE, str(Path(__file__).resolve().parent), str(path), dtype],
-                           check=True)
+            ensure_torch_checkpoint(path, "sd15", dtype)
             results[key], _ = bench_one(path, out_dir, args.runs)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
