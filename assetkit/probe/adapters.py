@@ -61,6 +61,11 @@ def _ip_original(view: KeyView, sig: dict) -> Verdict:
         details["projection"] = "mlp"
         details["image_embed_dim"] = view.dim("image_proj.proj.0.weight", 1)
         evidence.append(f"{view.describe('image_proj.proj.0.weight')}: MLP image projection (FaceID-style)")
+    lora_key = next((k for k in view.names() if k.startswith("ip_adapter.") and k.endswith("_lora.down.weight")), None)
+    if lora_key:
+        details["lora_rank"] = view.dim(lora_key, 0)
+        evidence.append(f"{view.describe(lora_key)}: LoRA on the UNet attention layers shipped with the "
+                        "adapter (IP-Adapter FaceID)")
     return Verdict(
         kind="ip_adapter",
         family=family,

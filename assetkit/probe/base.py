@@ -50,18 +50,25 @@ class UNetFacts:
     family: str | None
     families: list[str]
     evidence: list[str]
+    model: str | None = None  #: a known model the widths name (``sd2.1-unclip-h``)
 
 
-def unet_facts(view: KeyView, conv_in: str, adm_key: str, cross_suffix: str) -> UNetFacts:
-    """Family of an SD-style UNet from its cross-attention width, ``adm`` input and channels."""
+def unet_facts(view: KeyView, conv_in: str, adm_key: str, cross_suffix: str | list[str]) -> UNetFacts:
+    """Family of an SD-style UNet from its cross-attention width, ``adm`` input and channels.
+
+    ``cross_suffix`` may list several key suffixes that carry the context width as their input
+    dimension (a full ``attn2.to_k.weight`` first, then low-rank ``attn2.to_k.down`` factors).
+    """
     evidence: list[str] = []
     conv_shape = view.shape(conv_in)
     in_channels = conv_shape[1] if conv_shape and len(conv_shape) == 4 else None
     model_channels = conv_shape[0] if conv_shape else None
-    context_key = view.first_with_suffix(cross_suffix)
+    suffixes = [cross_suffix] if isinstance(cross_suffix, str) else list(cross_suffix)
+    context_key = next((k for sfx in suffixes if (k := view.first_with_suffix(sfx))), None)
     context_dim = view.dim(context_key, 1) if context_key else None
     adm = view.dim(adm_key, 1)
     table = catalog.unet_families()
+    model: str | None = None
     if context_key:
         evidence.append(f"{view.describe(context_key)}: cross-attention context width {context_dim}")
     if adm is not None:
@@ -70,6 +77,15 @@ def unet_facts(view: KeyView, conv_in: str, adm_key: str, cross_suffix: str) -> 
         if context_dim is not None:
             agree = [fid for fid in by_adm if dict(table)[fid].get("context_dim") == context_dim]
             by_adm = agree or by_adm
+        if not by_adm:
+            # An image-embedding input (SD 2.1 unCLIP) on a family that has no pooled text input.
+            for fid, unet in table:
+                named = (unet.get("image_adm_in_channels") or {}).get(str(adm))
+                if named and unet.get("context_dim") in (context_dim, None):
+                    by_adm.append(fid)
+                    model = named
+                    evidence.append(f"adm input {adm} with context {context_dim}: the image-embedding "
+                                    f"conditioning of {named} ({fid})")
         families = by_adm
     elif context_dim is not None:
         families = [fid for fid, unet in table if unet.get("context_dim") == context_dim
@@ -88,7 +104,9 @@ def unet_facts(view: KeyView, conv_in: str, adm_key: str, cross_suffix: str) -> 
                         f"are those of {family}")
     elif context_dim is not None and not families:
         evidence.append(f"cross-attention width {context_dim} matches no known family")
-    return UNetFacts(in_channels, model_channels, context_dim, adm, family, families, evidence)
+    if model is not None and family is None:
+        model = None
+    return UNetFacts(in_channels, model_channels, context_dim, adm, family, families, evidence, model)
 
 
 def in_channels_evidence(view: KeyView, conv_in: str, in_channels: int | None) -> tuple[str | None, str, bool]:

@@ -22,6 +22,7 @@ _MODEL_ROLES = ("denoiser", "controlnet", "vae", "text_encoder")
 _OTHER_LABELS = {
     "schedule": "noise-schedule buffers",
     "noise_augmentor": "low-resolution noise augmentation buffers (x4 upscaler)",
+    "image_noise_augmentor": "image-embedding noise augmentation buffers (unCLIP)",
     "training": "training-loss tensors",
     "ema": "EMA bookkeeping",
 }
@@ -102,16 +103,19 @@ def probe_checkpoint(view: KeyView, ctx: Context) -> Verdict | None:
         findings.extend(verdict.findings)
         if family and verdict is not lead:
             findings.extend(_mismatch(verdict, family, name, prefix))
+    auxiliary = spec.get("auxiliary", {})
     for prefix, (role, names) in groups.items():
         if prefix in verdicts:
             continue
-        if role == "depth_estimator":
+        if role in auxiliary:
+            # A model assetkit has no kind for (MiDaS, a CLIP image encoder): kept as a component.
+            aux = auxiliary[role]
             sub = view.sub(prefix)
-            components["depth_estimator"] = Component(
-                name="depth_estimator", kind="unknown", family=family, layout="original",
+            components[aux["name"]] = Component(
+                name=aux["name"], kind="unknown", family=family, layout="original",
                 parameters=sub.parameters, bytes=sub.nbytes, dtypes=sub.dtype_counts(), tensors=len(sub),
-                source=prefix, details={"model": "MiDaS depth estimator"})
-            evidence.append(f"{prefix}* ({len(names)} tensors): MiDaS depth estimator (depth-conditioned model)")
+                source=prefix, details={"model": aux["model"]})
+            evidence.append(f"{prefix}* ({len(names)} tensors): {aux['note']}")
         elif role == "ema" and len(names) > spec["ema_min_keys"]:
             details.setdefault("other_tensors", {})["ema weights"] = len(names)
             evidence.append(f"{prefix}* ({len(names)} tensors): an EMA copy of the weights")
@@ -123,6 +127,13 @@ def probe_checkpoint(view: KeyView, ctx: Context) -> Verdict | None:
     if schedule_names:
         details.setdefault("other_tensors", {})["noise-schedule buffers"] = len(schedule_names)
         evidence.append(f"{len(schedule_names)} noise-schedule buffers ({', '.join(schedule_names[:3])}...)")
+    edm = spec.get("edm")
+    if edm and other and all(k in other for k in edm["keys"]):
+        other = [n for n in other if n not in edm["keys"]]
+        details["edm"] = True
+        details["model"] = edm["model"]
+        details.setdefault("other_tensors", {})["EDM latent statistics"] = len(edm["keys"])
+        evidence.append(f"{', '.join(edm['keys'])}: {edm['note']}")
     if other:
         details.setdefault("other_tensors", {})["unrecognised"] = len(other)
         heads = Counter(n.split(".", 1)[0] for n in other).most_common(5)

@@ -16,6 +16,7 @@ from .controlnet import probe_controlnet
 from .embedding import probe_textual_inversion
 from .keys import KeyView
 from .lora import decode_scalar, probe_lora
+from .other import probe_not_a_kind
 from .result import Candidate, ProbeResult, Verdict
 from .text_encoder import probe_text_encoder
 from .transformer import probe_transformer
@@ -36,6 +37,7 @@ PROBERS: list[tuple[str, Prober]] = [
     ("vae", probe_vae),
     ("text_encoder", probe_text_encoder),
     ("textual_inversion", probe_textual_inversion),
+    ("not_a_kind", probe_not_a_kind),
 ]
 
 checkpoint.ROLE_PROBERS.update(
@@ -117,6 +119,10 @@ def finish(asset: Asset, verdicts: list[Verdict], claims: Claims) -> ProbeResult
     prediction = _prediction(best, family, claims, asset.metadata, evidence, findings, where)
     candidates = _candidates(verdicts)
     details = dict(best.details)
+    quantization = _quantization(asset)
+    if quantization:
+        details["quantization"] = quantization
+        evidence.append(f"storage: {quantization}")
     model_claim = claims.get("model")
     if model_claim and "model" not in details:
         details["model"] = model_claim.value
@@ -212,6 +218,9 @@ def _prediction(best: Verdict, family: str | None, claims: Claims, metadata: dic
                 findings: list[Finding], where: str) -> str | None:
     if best.kind in ("vae", "text_encoder", "textual_inversion", "unknown"):
         return None
+    if best.details.get("edm"):
+        evidence.append("EDM formulation: the prediction type is neither plain epsilon nor v-prediction")
+        return None
     marker = best.details.get("v_prediction_marker")
     if marker:
         evidence.append(f"{marker} key present: v-prediction model")
@@ -249,6 +258,32 @@ def _prediction(best: Verdict, family: str | None, claims: Claims, metadata: dic
     if note:
         evidence.append(f"prediction type unknown: {note}; nothing in the file says which")
     return None
+
+
+def _quantization(asset: Asset) -> str | None:
+    """How the weights are quantized (fp8, ComfyUI scaled fp8, bitsandbytes 4-bit), or None."""
+    spec = catalog.signatures().get("quantization")
+    if not spec or not asset.tensors:
+        return None
+    fp8 = set(spec["fp8_dtypes"])
+    fp8_count = sum(1 for info in asset.tensors.values() if info.dtype in fp8)
+    packed = spec["packed_suffixes"]
+    packed_ends = tuple(packed)
+    scale_ends = tuple(spec["scale_suffixes"])
+    scales = 0
+    for name in asset.tensors:
+        if name.endswith(packed_ends):
+            return next(text for sfx, text in packed.items() if name.endswith(sfx))
+        if name.endswith(scale_ends):
+            scales += 1
+    if not fp8_count:
+        return None
+    text = f"{fp8_count} of {len(asset.tensors)} tensors in fp8"
+    markers = [name for name in asset.tensors if name.rsplit(".", 1)[-1] in spec["scaled_fp8_markers"]]
+    if markers or scales:
+        text += f" (ComfyUI scaled fp8: {scales} per-layer scale tensors" \
+                + (f", marker {markers[0]}" if markers else "") + ")"
+    return text
 
 
 def _release_step(metadata: dict) -> tuple[str, str] | None:

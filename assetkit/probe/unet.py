@@ -45,6 +45,8 @@ def _verdict(view: KeyView, ctx: Context, layout: str, sig: dict, fraction: floa
     }
     if facts.adm_in_channels is not None:
         details["adm_in_channels"] = facts.adm_in_channels
+    if facts.model is not None:
+        details["model"] = facts.model
     class_shape = view.shape(sig["class_embedding"])
     if class_shape:
         details["class_embeddings"] = class_shape[0]
