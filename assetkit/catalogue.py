@@ -1,7 +1,8 @@
 """Loader for the bundled catalogue in ``registry/`` (families, kinds, signatures, configs).
 
-The catalogue is data: what assetkit knows out of the box. It is found at ``$ASSETKIT_CATALOGUE``
-or, by default, in the ``registry/`` folder of the checkout assetkit was installed from.
+The catalogue is data: what assetkit knows out of the box. It is found at ``$ASSETKIT_CATALOGUE``,
+else inside the installed package (``assetkit/_catalogue``, where a wheel puts ``registry/``),
+else in the ``registry/`` folder of the checkout (source and editable installs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ def catalogue_dir() -> Path:
     override = os.environ.get("ASSETKIT_CATALOGUE")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "registry"
+    here = Path(__file__).resolve().parent
+    packaged = here / "_catalogue"
+    return packaged if packaged.is_dir() else here.parent / "registry"
 
 
 @functools.cache
