@@ -49,8 +49,10 @@ from typing import Any
 
 from ..errors import AssetkitError, FormatError
 from ..findings import FAILING, SEVERITIES, Finding, sort_findings
+from ..formats import missing_path_error
 from ..formats.pickle_vm import Limits, PersistentRef, PickleLimitError, PickleVM, PickleVMError, Trace
 from ..formats.sniff import FOREIGN_MAGIC
+from ..formats.sniff import HEADER_CAP as SAFETENSORS_HEADER_CAP
 from ..formats.torch_pickle import (
     LEGACY_MAGIC,
     MAX_PICKLE_MEMBER,
@@ -268,7 +270,8 @@ class _Scan:
                 value, error = None, exc
             trace = vm.trace
             meaningful = error is None or bool(trace.globals) or any(e.kind != "persid" for e in trace.events)
-            if not meaningful and index > 0:
+            # Inside a legacy file's header pickles a break is a truncated file, not trailing data.
+            if not meaningful and index > 0 and not legacy_step:
                 self.add("trailing-data", "warning",
                          f"{end - pos} bytes after the last pickle are not a pickle", label)
                 return
@@ -292,6 +295,10 @@ class _Scan:
                 if pos is None:
                     return
                 legacy_step = 0
+        if legacy_step:
+            self.add("legacy-truncated", "error",
+                     f"legacy torch file ends after {legacy_step} of its 5 pickles, before its storage records"
+                     " (truncated?)", f"{where}@{end + base}")
 
     def _skip_legacy_records(self, data: Any, pos: int, end: int, keys: Any, sizes: dict[str, int],
                              where: str, base: int) -> int | None:
@@ -343,9 +350,11 @@ def scan_path(path: str | os.PathLike[str], *, limits: Limits | None = None) -> 
     """Scan one file. Raises :class:`AssetkitError` only when the path cannot be read at all."""
     p = Path(path)
     if not p.exists():
-        raise AssetkitError("no such file or directory", where=str(p))
+        raise missing_path_error(p)
     if p.is_dir():
         raise AssetkitError("is a folder (use scan_paths to walk it)", where=str(p))
+    if not p.is_file():  # a FIFO or device: opening it could block forever
+        raise AssetkitError("not a regular file", where=str(p))
     scan = _Scan(p, limits or Limits())
     try:
         with open(p, "rb") as fh:
@@ -402,7 +411,9 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
     if len(head) < 9:
         return False
     (header_len,) = struct.unpack_from("<Q", head)
-    return 2 <= header_len <= size - 8 and head[8:9] == b"{"
+    # not bounded by the file size: a truncated safetensors file is a broken safetensors file
+    # (verdict error, the strict reader names the truncation), not "not a checkpoint"
+    return 2 <= header_len <= SAFETENSORS_HEADER_CAP and head[8:9] == b"{"
 
 
 def _zip_tail(mapped: mmap.mmap, size: int) -> bool:
@@ -544,15 +555,24 @@ def _wanted(path: Path) -> bool:
 
 
 def iter_candidates(paths: Iterable[str | os.PathLike[str]], recursive: bool = True) -> Iterator[Path]:
-    """Files named directly, plus checkpoint-like files found in folders (sorted, recursively)."""
+    """Files named directly, plus checkpoint-like files found in folders (sorted, recursively).
+
+    Symbolic links to files are followed (a Hugging Face cache snapshot is made of them), each
+    file once per folder; links to folders are not walked into.
+    """
     for raw in paths:
         p = Path(raw)
         if not p.is_dir():
             yield p
             continue
         walker = sorted(p.rglob("*")) if recursive else sorted(p.iterdir())
+        seen: set[tuple[int, int]] = set()
         for child in walker:
-            if child.is_file() and not child.is_symlink() and _wanted(child):
+            if not child.is_file() or not _wanted(child):
+                continue
+            stat = child.stat()
+            if (stat.st_dev, stat.st_ino) not in seen:
+                seen.add((stat.st_dev, stat.st_ino))
                 yield child
 
 

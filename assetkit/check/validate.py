@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import AssetkitError, UnsupportedFormatError
 from ..findings import Finding, sort_findings
+from ..formats import missing_path_error
 from ..formats.sniff import sniff
 
 __all__ = ["ValidationReport", "validate_path"]
@@ -57,7 +58,7 @@ def validate_path(path: str | os.PathLike[str], numerics: bool = False, variant:
     """Validate one file or folder; see the module docstring."""
     p = Path(path)
     if not p.exists():
-        raise AssetkitError("no such file or directory", where=str(p))
+        raise missing_path_error(p)
     if p.is_dir():
         from .folder_check import check_diffusers_folder
 

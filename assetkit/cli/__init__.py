@@ -7,6 +7,7 @@ and is imported only when it runs, so a command pays for nothing but its own imp
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
@@ -22,8 +23,49 @@ COMMANDS = {
 }
 
 
+#: ctx.meta key: whether the command line asked for --json (usage errors then print JSON too).
+_JSON_REQUESTED = "assetkit.json_requested"
+
+
+def _asks_for_json(args: list[str]) -> bool:
+    """``--json`` among the options (not after a ``--`` that ends them)."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def _usage_error(exc: click.ClickException) -> None:
+    """A usage error under --json: the one JSON document on stdout, click's exit code."""
+    from ._common import fail
+
+    fail(exc.format_message(), exc.exit_code, json_output=True)
+
+
 class LazyGroup(click.Group):
-    """A click group that imports a command's module the first time the command is asked for."""
+    """A click group that imports a command's module the first time the command is asked for.
+
+    With ``--json`` on the command line, usage errors (unknown option, missing argument, bad
+    value) print ``{"ok": false, "error", "exit_code"}`` on stdout like every other failure,
+    instead of click's usage text.
+    """
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        json_requested = _asks_for_json(list(args))
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:
+            if not json_requested:
+                raise
+            _usage_error(exc)
+        ctx.meta[_JSON_REQUESTED] = json_requested
+        return ctx
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if not ctx.meta.get(_JSON_REQUESTED):
+                raise
+            _usage_error(exc)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)

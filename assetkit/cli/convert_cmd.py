@@ -99,6 +99,10 @@ def _print_batch(batch: Any) -> None:
     s = batch.summary()
     click.echo(f"{s['files']} file(s): {s['converted']} converted, {s['unsafe']} unsafe, {s['failed']} failed, "
                f"{s['skipped']} skipped; {human_bytes(s['bytes'])} in {s['seconds']:.2f} s")
+    if not s["files"]:
+        click.echo("assetkit: nothing to convert: no .ckpt/.pt/.pth/.bin file found (.safetensors files are "
+                   "rewritten only with --dtype/--only/--strip-prefix/--state-dict-key; a diffusers folder takes "
+                   "--variant)", err=True)
 
 
 @click.command("convert")

@@ -24,17 +24,24 @@ def command(paths: tuple[Path, ...], json_output: bool, junit_file: Path | None,
     is safe, 1 when any is unsafe, unsupported or broken, 2 for unreadable input.
     """
     from ..check.scan import VERDICTS, scan_paths
+    from ..formats import missing_path_error
 
     for path in paths:
         if not path.exists():
-            fail(f"{path}: no such file or directory", json_output=json_output)
+            fail(str(missing_path_error(path)), json_output=json_output)
+    if junit_file is not None:
+        from ..formats.atomic import check_destination
+
+        check_destination(junit_file, overwrite=True)  # an unwritable report fails before the scan
     results = scan_paths(paths, recursive=not no_recursive)
     summary = {verdict: sum(1 for r in results if r.verdict == verdict) for verdict in VERDICTS}
     summary["files"] = len(results)
     if junit_file is not None:
         from ..findings import render_junit
+        from ..formats.atomic import atomic_write
 
-        junit_file.write_bytes(render_junit([("assetkit scan", [(str(r.path), r.findings) for r in results])]))
+        with atomic_write(junit_file, overwrite=True) as out:  # never a half-written report
+            out.write(render_junit([("assetkit scan", [(str(r.path), r.findings) for r in results])]))
     if json_output:
         emit_json({"results": [r.to_dict() for r in results], "summary": summary})
     else:
@@ -47,4 +54,6 @@ def command(paths: tuple[Path, ...], json_output: bool, junit_file: Path | None,
         for verdict in VERDICTS:
             click.echo(f"{verdict:<12} {summary[verdict]}")
         click.echo(f"{'total':<12} {len(results)}")
+        if not results:
+            click.echo("assetkit: no checkpoint files found to scan (nothing is safe by default: exit 1)", err=True)
     raise SystemExit(EXIT_OK if results and all(r.verdict == "safe" for r in results) else EXIT_PROBLEMS)

@@ -43,6 +43,10 @@ def command(paths: tuple[Path, ...], numerics: bool, variant: str | None, junit_
             json_output: bool) -> None:
     from ..check.validate import validate_path
 
+    if junit_file is not None:
+        from ..formats.atomic import check_destination
+
+        check_destination(junit_file, overwrite=True)  # an unwritable report fails before the checks
     results: list[dict[str, Any]] = []
     cases: list[tuple[str, list[Finding]]] = []
     first_error: AssetkitError | None = None

@@ -46,6 +46,7 @@ import numpy as np
 from .. import __version__
 from ..errors import AssetkitError, FormatError, UnsafeInputError, UnsupportedFormatError, VerificationError
 from ..findings import Finding
+from ..formats import missing_path_error
 from ..formats.base import Asset, TensorInfo, read_tensor_bytes
 from ..formats.dtypes import CLI_DTYPES, DTYPES
 from .dtype_cast import cast_bytes, output_dtype
@@ -54,6 +55,8 @@ from .dtype_cast import cast_bytes, output_dtype
 CHUNK_BYTES = 16 * 1024 * 1024
 #: Source bytes cast per step (the cast result is a new array: keep it small).
 CAST_CHUNK_BYTES = 4 * 1024 * 1024
+#: Output names that torch.load / diffusers would take for a pickle: refused for a safetensors output.
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
 #: Metadata keys written by assetkit.
 META_FORMAT = "format"
 META_SOURCE_SHA256 = "assetkit.source_sha256"
@@ -496,10 +499,12 @@ def open_source(src: Path, *, salvage: bool = False, report: ConvertReport | Non
     from ..formats.sniff import sniff
 
     if not src.exists():
-        raise AssetkitError("no such file or directory", where=str(src))
+        raise missing_path_error(src)
     if src.is_dir():
         raise AssetkitError("is a folder: give a checkpoint file (or a diffusers folder with --variant)",
                             where=str(src))
+    if not src.is_file():  # a FIFO or device: opening it could block forever
+        raise UnsupportedFormatError("not a regular file", where=str(src))
     try:
         kind = sniff(src)
     except OSError as exc:
@@ -594,6 +599,9 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
     report = ConvertReport(src=src, dst=dst, source_format="?")
     if src.exists() and dst.exists() and src.resolve() == dst.resolve():
         raise AssetkitError("output is the input file: choose another output path", where=str(dst))
+    if dst.suffix.lower() in PICKLE_SUFFIXES:
+        raise AssetkitError(f"output name ends in {dst.suffix}, which loaders open as a pickle; "
+                            "give it a .safetensors name", where=str(dst))
     check_destination(dst, overwrite)  # before any work: refuse early, touch nothing
     asset = open_source(src, salvage=salvage, report=report)
     for line in report.warnings:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -12,7 +13,21 @@ from ..errors import AssetkitError, UnsupportedFormatError
 from .base import Asset, TensorInfo
 from .sniff import sniff
 
-__all__ = ["Asset", "TensorInfo", "open_asset"]
+__all__ = ["Asset", "TensorInfo", "missing_path_error", "open_asset"]
+
+
+def missing_path_error(path: str | os.PathLike[str]) -> AssetkitError:
+    """The one-line error for a path that does not resolve: a symbolic-link loop and a dangling
+    link are named as such rather than as a plain "no such file or directory"."""
+    p = Path(path)
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return AssetkitError("symbolic link loop (too many levels of symbolic links)", where=str(p))
+    if p.is_symlink():
+        return AssetkitError(f"broken symbolic link: its target {os.readlink(p)} does not exist", where=str(p))
+    return AssetkitError("no such file or directory", where=str(p))
 
 
 def open_asset(path: str | os.PathLike[str], *, variant: str | None = None) -> Asset:
@@ -23,7 +38,7 @@ def open_asset(path: str | os.PathLike[str], *, variant: str | None = None) -> A
     """
     p = Path(path)
     if not p.exists():
-        raise AssetkitError("no such file or directory", where=str(p))
+        raise missing_path_error(p)
     if p.is_dir():
         from .diffusers_folder import read_diffusers_folder
 
