@@ -409,3 +409,29 @@ def test_source_hash_and_header_layout_agree_with_safetensors(tmp_path: Path) ->
     report = convert_file(src, dst)
     header_len = struct.unpack("<Q", dst.read_bytes()[:8])[0]
     assert dst.stat().st_size == report.file_bytes == 8 + header_len + 32
+
+
+def test_whole_safetensors_source_keeps_what_it_says_about_itself(tmp_path: Path) -> None:
+    """A dtype change must not lose ModelSpec metadata (here: v-prediction, which only the metadata
+    can tell for SD 2.x); an extract keeps it only when asked, as it may no longer be true."""
+    from assetkit.factory import make_fixture
+    from assetkit.formats import open_asset
+    from assetkit.probe import probe
+
+    src = make_fixture("sd21_768v_modelspec", tmp_path, "safetensors")
+    with open_asset(src) as asset:
+        source_metadata = dict(asset.metadata)
+        assert probe(asset).prediction_type == "v_prediction"
+
+    fp16 = tmp_path / "fp16.safetensors"
+    convert_file(src, fp16, dtype="fp16")
+    with open_asset(fp16) as asset:
+        for key, value in source_metadata.items():
+            assert asset.metadata[key] == value
+        result = probe(asset)
+        assert (result.family, result.prediction_type) == ("sd2", "v_prediction")
+
+    vae = tmp_path / "vae.safetensors"
+    convert_file(src, vae, only="first_stage_model.", strip_prefix="first_stage_model.")
+    with open_asset(vae) as asset:
+        assert not any(key.startswith("modelspec.") for key in asset.metadata)

@@ -113,7 +113,8 @@ def _print_batch(batch: Any) -> None:
 @click.option("--state-dict-key", help="Take the tensors under this top-level key (e.g. state_dict, model).")
 @click.option("--only", "only", metavar="PREFIX", help="Keep tensors whose name starts with PREFIX (e.g. first_stage_model.).")
 @click.option("--strip-prefix", metavar="PREFIX", help="Remove PREFIX from tensor names.")
-@click.option("--keep-metadata", is_flag=True, help="Carry plain values (global_step, epoch...) into the metadata as strings.")
+@click.option("--keep-metadata", is_flag=True, help="Carry the source's plain values (global_step, epoch...) or safetensors metadata into the "
+                   "output as strings (a whole safetensors source keeps its metadata anyway).")
 @click.option("--metadata", "metadata_items", multiple=True, metavar="KEY=VALUE", help="Set a metadata entry (repeatable).")
 @click.option("--salvage", is_flag=True, help="Unsafe pickle: keep its tensors only, drop every other object (nothing is run).")
 @click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")

@@ -18,10 +18,7 @@ from typing import Any
 
 from ..errors import (
     AssetkitError,
-    OutputExistsError,
     UnsafeInputError,
-    UnsupportedFormatError,
-    VerificationError,
 )
 from .to_safetensors import ConvertReport, ProgressCallback, convert_file, resolve_dtype
 
@@ -88,14 +85,17 @@ class BatchReport:
 
 def _convert_one(src: Path, dst: Path, options: dict[str, Any], progress: ProgressCallback | None) -> BatchItem:
     """Run one conversion, turning every expected failure into an item instead of an exception."""
+
+    def reason(exc: AssetkitError) -> str:
+        # The item already names its source: repeat a location only when it says something new.
+        return exc.message if exc.where in (None, str(src)) else str(exc)
+
     try:
         report = convert_file(src, dst, progress=progress, **options)
     except UnsafeInputError as exc:
-        return BatchItem(src, dst, "unsafe", error=str(exc), findings=list(exc.findings))
-    except OutputExistsError as exc:
-        return BatchItem(src, dst, "failed", error=str(exc))
-    except (UnsupportedFormatError, VerificationError, AssetkitError) as exc:
-        return BatchItem(src, dst, "failed", error=str(exc))
+        return BatchItem(src, dst, "unsafe", error=reason(exc), findings=list(exc.findings))
+    except AssetkitError as exc:
+        return BatchItem(src, dst, "failed", error=reason(exc))
     except OSError as exc:
         return BatchItem(src, dst, "failed", error=f"{exc.filename or src}: {exc.strerror or exc}")
     return BatchItem(src, dst, "converted", report=report)

@@ -560,6 +560,14 @@ def _plain_metadata(asset: Asset) -> dict[str, str]:
     return carried
 
 
+def carries_metadata_by_default(asset: Asset, *, only: str | None, strip_prefix: str | None,
+                                state_dict_key: str | None) -> bool:
+    """A whole safetensors file keeps its ``__metadata__`` (ModelSpec, kohya ``ss_*``...) through a
+    conversion such as a dtype change; an extract (``--only``...) would contradict it, so it keeps
+    it only with ``--keep-metadata``, as pickles do."""
+    return asset.format == "safetensors" and not (only or strip_prefix or state_dict_key)
+
+
 def build_metadata(asset: Asset, src: Path, *, keep_metadata: bool, salvaged: bool,
                    extra: dict[str, str] | None) -> dict[str, str]:
     """The output ``__metadata__``: carried values, then ``format: pt`` and provenance, then ``extra``."""
@@ -613,8 +621,9 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
         report.source_bytes = src.stat().st_size
         plan = plan_conversion(
             asset, dtype=dtype, state_dict_key=state_dict_key, only=only, strip_prefix=strip_prefix,
-            metadata=build_metadata(asset, src, keep_metadata=keep_metadata, salvaged=report.salvaged,
-                                    extra=metadata))
+            metadata=build_metadata(asset, src, keep_metadata=keep_metadata or carries_metadata_by_default(
+                asset, only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key),
+                salvaged=report.salvaged, extra=metadata))
         hasher.start()
         with SafetensorsWriter(dst, plan.specs(), plan.metadata, overwrite=overwrite) as writer:
             # The sha256 thread, the copy and the disk write-back run side by side; only the header's
