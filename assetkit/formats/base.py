@@ -10,6 +10,7 @@ import contextlib
 import math
 import mmap
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,19 @@ class TensorInfo:
         return (str(self.file), self.storage_key, self.storage_offset, self.shape, self.stride, self.dtype)
 
 
+def count_parameters(infos: Iterable[TensorInfo]) -> int:
+    return sum(info.numel for info in infos)
+
+
+def count_bytes(infos: Iterable[TensorInfo]) -> int:
+    return sum(info.nbytes for info in infos)
+
+
+def count_dtypes(infos: Iterable[TensorInfo]) -> dict[str, int]:
+    """dtype id -> number of tensors, sorted by dtype id."""
+    return dict(sorted(Counter(info.dtype for info in infos).items()))
+
+
 @dataclass
 class Asset:
     """A checkpoint file or diffusers folder, opened lazily.
@@ -104,14 +118,14 @@ class Asset:
     # ---- summaries -------------------------------------------------------------------------
     @property
     def parameters(self) -> int:
-        return sum(t.numel for t in self.tensors.values())
+        return count_parameters(self.tensors.values())
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
+        return count_bytes(self.tensors.values())
 
     def dtype_counts(self) -> dict[str, int]:
-        return dict(sorted(Counter(t.dtype for t in self.tensors.values()).items()))
+        return count_dtypes(self.tensors.values())
 
     # ---- data access -----------------------------------------------------------------------
     def _map(self, file: Path) -> mmap.mmap:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from ..formats.base import TensorInfo
+from ..formats.base import TensorInfo, count_bytes, count_dtypes, count_parameters
 
 
 class KeyView:
@@ -115,14 +115,14 @@ class KeyView:
 
     @property
     def parameters(self) -> int:
-        return sum(info.numel for info in self.infos.values())
+        return count_parameters(self.infos.values())
 
     @property
     def nbytes(self) -> int:
-        return sum(info.nbytes for info in self.infos.values())
+        return count_bytes(self.infos.values())
 
     def dtype_counts(self) -> dict[str, int]:
-        return dict(sorted(Counter(info.dtype for info in self.infos.values()).items()))
+        return count_dtypes(self.infos.values())
 
     def top_prefixes(self, limit: int = 8) -> list[str]:
         """The most common first name segments, for "what is this?" evidence."""
