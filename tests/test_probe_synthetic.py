@@ -227,7 +227,7 @@ def test_v_pred_key_marks_v_prediction(layouts_dir: Path) -> None:
     assert result.prediction_type == "v_prediction"
 
 
-@pytest.mark.parametrize(("step", "prediction"), [(110000, "v_prediction"), (875000, "epsilon"), (123, None)])
+@pytest.mark.parametrize(("step", "prediction"), [(110000, "v_prediction"), (875000, "epsilon"), (220000, "epsilon"), (123, None)])
 def test_sd2_release_global_step(layouts_dir: Path, step: int, prediction: str | None) -> None:
     keys = layout_shapes(layouts_dir, "sd21_768v.json")
     result = probe(asset_of(keys, fmt="torch-zip", metadata={"global_step": step, "epoch": 3}))
