@@ -51,8 +51,8 @@ from ..errors import AssetkitError, FormatError
 from ..findings import FAILING, SEVERITIES, Finding, sort_findings
 from ..formats import missing_path_error
 from ..formats.pickle_vm import Limits, PersistentRef, PickleLimitError, PickleVM, PickleVMError, Trace
-from ..formats.sniff import FOREIGN_MAGIC
 from ..formats.sniff import HEADER_CAP as SAFETENSORS_HEADER_CAP
+from ..formats.sniff import foreign_kind, is_pickle_head, is_zip_head
 from ..formats.torch_pickle import (
     LEGACY_MAGIC,
     MAX_PICKLE_MEMBER,
@@ -336,13 +336,6 @@ def _storage_sizes(sizes: dict[str, int]):
 # ---------------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------------
-def _foreign(head: bytes) -> str | None:
-    for magic, offset, label in FOREIGN_MAGIC:
-        if head[offset:offset + len(magic)] == magic:
-            return label
-    return None
-
-
 _WRAPPERS = {"7z archive", "gzip stream", "bzip2 stream", "xz stream", "zstd stream", "rar archive", "tar archive"}
 
 
@@ -372,10 +365,10 @@ def scan_path(path: str | os.PathLike[str], *, limits: Limits | None = None) -> 
 
 
 def _scan_file(scan: _Scan, fh: Any, mapped: mmap.mmap, size: int, head: bytes) -> None:
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+    if is_zip_head(head):
         _scan_zip(scan, fh, mapped, size)
         return
-    foreign = _foreign(head)
+    foreign = foreign_kind(head)
     if foreign in _WRAPPERS:
         scan.unsupported = True
         scan.add("unsupported-wrapper", "error", f"{foreign}: never extracted; unpack it and scan the contents")
@@ -383,7 +376,7 @@ def _scan_file(scan: _Scan, fh: Any, mapped: mmap.mmap, size: int, head: bytes) 
     safetensors = _looks_like_safetensors(head, size)
     # torch.load unpickles any non-zip file from byte 0, so every file is tried as a pickle.
     before = len(scan.findings)
-    scan.pickle_chain(mapped, 0, size, scan.where, first_required=_strict_pickle_head(head) and not safetensors)
+    scan.pickle_chain(mapped, 0, size, scan.where, first_required=is_pickle_head(head) and not safetensors)
     if safetensors:
         # A safetensors header read as a pickle may name junk globals that cannot be imported;
         # only names that would really run something are kept.
@@ -401,10 +394,6 @@ def _scan_file(scan: _Scan, fh: Any, mapped: mmap.mmap, size: int, head: bytes) 
     elif _zip_tail(mapped, size):
         scan.add("zip-polyglot", "suspicious", "a zip central directory follows the pickle")
         _scan_zip(scan, fh, mapped, size)
-
-
-def _strict_pickle_head(head: bytes) -> bool:
-    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -469,7 +458,7 @@ def _scan_zip(scan: _Scan, fh: Any, mapped: mmap.mmap, size: int) -> None:
             continue
         if zlib.crc32(data) != entry.crc:
             scan.add("zip-crc-mismatch", "suspicious", "CRC-32 does not match the central directory", member_where)
-        if data[:4] in (b"PK\x03\x04", b"PK\x05\x06") or _foreign(data[:512]) in _WRAPPERS:
+        if is_zip_head(data) or foreign_kind(data[:512]) in _WRAPPERS:
             scan.add("zip-nested-archive", "suspicious", "archive inside the zip: never extracted", member_where)
             continue
         base = entry.data_start if entry.stored else 0
@@ -477,7 +466,7 @@ def _scan_zip(scan: _Scan, fh: Any, mapped: mmap.mmap, size: int) -> None:
             keys = _scan_data_pkl(scan, data, member_where, base)
             storage_members.update(f"{root}/data/{k}" for k in keys)
         else:  # any member may be a pickle: content decides, not the name
-            strict = _strict_pickle_head(data[:2]) or entry.name.endswith((".pkl", ".pickle"))
+            strict = is_pickle_head(data[:2]) or entry.name.endswith((".pkl", ".pickle"))
             scan.pickle_chain(data, 0, len(data), member_where, base, first_required=strict)
     if torchscript:
         scan.unsupported = True
@@ -550,8 +539,7 @@ def _wanted(path: Path) -> bool:
             head = fh.read(8)
     except OSError:
         return False
-    return head[:4] in (b"PK\x03\x04", b"PK\x05\x06") or (
-        len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+    return is_zip_head(head) or is_pickle_head(head)
 
 
 def iter_candidates(paths: Iterable[str | os.PathLike[str]], recursive: bool = True) -> Iterator[Path]:

@@ -10,7 +10,7 @@ import contextlib
 import math
 import mmap
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +71,13 @@ class TensorInfo:
             dim == 1 or got == want
             for dim, got, want in zip(self.shape, self.stride, self.contiguous_stride, strict=True)
         )
+
+    @property
+    def last_element(self) -> int:
+        """Index, in elements of its storage, of the view's last element (for bounds checks of a
+        non-empty tensor)."""
+        stride = self.stride or self.contiguous_stride
+        return self.storage_offset + sum((dim - 1) * step for dim, step in zip(self.shape, stride, strict=True))
 
     @property
     def view_key(self) -> tuple:
@@ -164,7 +171,7 @@ class Asset:
         self.close()
 
 
-def read_tensor_bytes(info: TensorInfo, get_map) -> memoryview | bytes:
+def read_tensor_bytes(info: TensorInfo, get_map: Callable[[Path], mmap.mmap]) -> memoryview | bytes:
     """Fetch one tensor's bytes through ``get_map(file) -> mmap``; see :meth:`Asset.tensor_bytes`."""
     from ..errors import FormatError
 
@@ -190,8 +197,7 @@ def read_tensor_bytes(info: TensorInfo, get_map) -> memoryview | bytes:
     storage_nbytes = info.storage_nbytes if info.storage_nbytes is not None else len(buf) - info.data_offset
     storage_len = storage_nbytes // item
     stride = info.stride or info.contiguous_stride
-    last = info.storage_offset + sum((d - 1) * s for d, s in zip(info.shape, stride, strict=True))
-    if info.storage_offset < 0 or any(s < 0 for s in stride) or last >= storage_len:
+    if info.storage_offset < 0 or any(s < 0 for s in stride) or info.last_element >= storage_len:
         raise FormatError("tensor view reaches outside its storage", where=info.name)
     endian = "<" if info.byteorder == "little" else ">"
     unit = np.dtype(f"{endian}u{item}") if item in (1, 2, 4, 8) else np.dtype((np.void, item))

@@ -28,6 +28,26 @@ FOREIGN_MAGIC: list[tuple[bytes, int, str]] = [
 HEADER_CAP = 100_000_000
 
 PICKLE_PROTOCOL_BYTE = 0x80  # PROTO opcode that starts every protocol >= 2 pickle
+#: A zip archive starts with a local file header, or (empty archive) the end-of-central-directory record.
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def is_zip_head(head: bytes) -> bool:
+    """True when ``head`` starts like a zip archive (a torch zip checkpoint or any other)."""
+    return head[:4] in ZIP_MAGICS
+
+
+def is_pickle_head(head: bytes) -> bool:
+    """True when ``head`` starts with the PROTO opcode of pickle protocol 2 to 5 (what torch writes)."""
+    return len(head) >= 2 and head[0] == PICKLE_PROTOCOL_BYTE and 2 <= head[1] <= 5
+
+
+def foreign_kind(head: bytes) -> str | None:
+    """The :data:`FOREIGN_MAGIC` description ``head`` matches, or None."""
+    for magic, offset, label in FOREIGN_MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return label
+    return None
 
 
 def sniff_bytes(head: bytes, size: int) -> str:
@@ -38,11 +58,11 @@ def sniff_bytes(head: bytes, size: int) -> str:
     """
     if size == 0:
         return "empty"
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+    if is_zip_head(head):
         return "zip"
-    for magic, offset, label in FOREIGN_MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            return label
+    foreign = foreign_kind(head)
+    if foreign is not None:
+        return foreign
     # safetensors before the pickle protocol byte: a header length such as 0x0280 starts with the
     # bytes 0x80 0x02, exactly like a protocol-2 pickle (which can never continue with a plausible
     # length and a '{' at byte 8: the opcode 0x00 does not exist). The length is not checked
@@ -52,7 +72,7 @@ def sniff_bytes(head: bytes, size: int) -> str:
         (header_len,) = struct.unpack("<Q", head[:8])
         if 2 <= header_len <= HEADER_CAP and head[8:9] in (b"{", b" ", b"\t", b"\n", b"\r"):
             return "safetensors"
-    if head[:1] == bytes([PICKLE_PROTOCOL_BYTE]) and len(head) > 1 and 2 <= head[1] <= 5:
+    if is_pickle_head(head):
         return "pickle"
     if head[:1] in (b"(", b"}", b"]", b"c", b"\x80"):
         # protocol 0/1 pickles start with MARK, EMPTY_DICT, EMPTY_LIST or GLOBAL

@@ -42,6 +42,7 @@ from .pickle_vm import (
     UnknownCall,
     UnknownGlobal,
 )
+from .sniff import is_pickle_head, is_zip_head
 
 __all__ = [
     "LEGACY_MAGIC",
@@ -282,9 +283,9 @@ def _parse_file(path: Path) -> _Parsed:
         if size == 0:
             raise FormatError("file is empty", where, "torch-empty")
         head = os.pread(fh.fileno(), 8, 0)
-        if head[:4] in (ZIP_LOCAL_MAGIC, b"PK\x05\x06"):
+        if is_zip_head(head):
             return _parse_zip(fh, size, where)
-        if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        if is_pickle_head(head):
             return _parse_legacy(fh, size, where)
         raise FormatError("not a torch checkpoint: neither a zip archive nor a pickle", where, "torch-format")
 
@@ -641,8 +642,7 @@ def _check_views(path: Path, parsed: _Parsed, where: str) -> list[Finding]:
     for name, info in asset.tensors.items():
         if info.numel == 0:
             continue
-        stride = info.stride or info.contiguous_stride
-        last = info.storage_offset + sum((d - 1) * s for d, s in zip(info.shape, stride, strict=True))
+        last = info.last_element
         capacity = (info.storage_nbytes or 0) // DTYPES[info.dtype].itemsize
         if last >= capacity:
             findings.append(Finding("torch-view-bounds", "error",
