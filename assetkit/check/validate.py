@@ -24,8 +24,7 @@ from typing import Any
 
 from ..errors import AssetkitError, UnsupportedFormatError
 from ..findings import Finding, sort_findings
-from ..formats import missing_path_error
-from ..formats.sniff import sniff
+from ..formats import missing_path_error, not_a_checkpoint_error, sniff_path
 
 __all__ = ["ValidationReport", "validate_path"]
 
@@ -74,10 +73,7 @@ def validate_path(path: str | os.PathLike[str], numerics: bool = False, variant:
 
 
 def _check_file(path: Path, numerics: bool) -> tuple[list[Finding], list[str]]:
-    try:
-        kind = sniff(path)
-    except OSError as exc:
-        raise AssetkitError(f"cannot read: {exc.strerror or exc}", where=str(path)) from None
+    kind = sniff_path(path)
     looks_safetensors = path.suffix.lower() in (".safetensors", ".sft")
     if kind == "safetensors" or (kind in ("unknown", "empty") and looks_safetensors):
         # a broken .safetensors is a malformed checkpoint, not an unreadable input: report every rule it breaks
@@ -90,13 +86,8 @@ def _check_file(path: Path, numerics: bool) -> tuple[list[Finding], list[str]]:
 
         findings = list(check_torch_container(path))
         checked = ["torch container rules"]
-    elif kind == "empty":
-        raise UnsupportedFormatError("file is empty", where=str(path))
-    elif kind == "unknown":
-        raise UnsupportedFormatError("not a checkpoint: neither safetensors, a torch zip nor a pickle",
-                                     where=str(path))
     else:
-        raise UnsupportedFormatError(f"not a checkpoint: this is a {kind}", where=str(path))
+        raise not_a_checkpoint_error(kind, path)
 
     if numerics:
         if any(f.failing for f in findings):

@@ -47,7 +47,7 @@ BLOCK_ELEMENTS = 1 << 20
 _NUMPY = {"F16": "<f2", "BF16": "<u2", "F32": "<f4", "F64": "<f8"}
 
 
-def cast_bytes(data, src_dtype: str, dst_dtype: str) -> memoryview:
+def cast_bytes(data: bytes | bytearray | memoryview, src_dtype: str, dst_dtype: str) -> memoryview:
     """Cast raw little-endian elements from ``src_dtype`` to ``dst_dtype`` (both in :data:`CASTABLE`).
 
     Returns a byte-format memoryview (of the input itself when the dtypes are equal). ``len(data)``

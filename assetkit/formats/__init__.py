@@ -13,7 +13,8 @@ from ..errors import AssetkitError, UnsupportedFormatError
 from .base import Asset, TensorInfo
 from .sniff import sniff
 
-__all__ = ["Asset", "TensorInfo", "missing_path_error", "open_asset"]
+__all__ = ["Asset", "TensorInfo", "missing_path_error", "not_a_checkpoint_error", "open_asset",
+           "reads_as_safetensors", "sniff_path"]
 
 
 def missing_path_error(path: str | os.PathLike[str]) -> AssetkitError:
@@ -28,6 +29,30 @@ def missing_path_error(path: str | os.PathLike[str]) -> AssetkitError:
     if p.is_symlink():
         return AssetkitError(f"broken symbolic link: its target {os.readlink(p)} does not exist", where=str(p))
     return AssetkitError("no such file or directory", where=str(p))
+
+
+def sniff_path(path: Path) -> str:
+    """:func:`~assetkit.formats.sniff.sniff`, with an unreadable file as a one-line error."""
+    try:
+        return sniff(path)
+    except OSError as exc:
+        raise AssetkitError(f"cannot read: {exc.strerror or exc}", where=str(path)) from None
+
+
+def reads_as_safetensors(kind: str, path: Path) -> bool:
+    """Whether a file sniffed as ``kind`` goes to the strict safetensors reader: safetensors bytes,
+    or unrecognised bytes under a ``.safetensors`` name (so a broken one is told the exact rule)."""
+    return kind == "safetensors" or (kind == "unknown" and path.suffix.lower() == ".safetensors")
+
+
+def not_a_checkpoint_error(kind: str, path: Path) -> UnsupportedFormatError:
+    """The one-line error for a file sniffed as empty, unrecognised or a foreign format."""
+    if kind == "empty":
+        return UnsupportedFormatError("file is empty", where=str(path))
+    if kind == "unknown":
+        return UnsupportedFormatError("not a checkpoint: neither safetensors, a torch zip nor a pickle",
+                                      where=str(path))
+    return UnsupportedFormatError(f"not a checkpoint: this is a {kind}", where=str(path))
 
 
 def open_asset(path: str | os.PathLike[str], *, variant: str | None = None) -> Asset:
@@ -45,11 +70,8 @@ def open_asset(path: str | os.PathLike[str], *, variant: str | None = None) -> A
         return read_diffusers_folder(p, variant=variant)
     if not p.is_file():
         raise UnsupportedFormatError("not a regular file", where=str(p))
-    try:
-        kind = sniff(p)
-    except OSError as exc:
-        raise AssetkitError(f"cannot read: {exc.strerror or exc}", where=str(p)) from None
-    if kind == "safetensors" or (kind == "unknown" and p.suffix.lower() == ".safetensors"):
+    kind = sniff_path(p)
+    if reads_as_safetensors(kind, p):
         # A broken .safetensors goes to the strict reader so the error names the exact rule.
         from .safetensors import read_safetensors
 
@@ -58,10 +80,4 @@ def open_asset(path: str | os.PathLike[str], *, variant: str | None = None) -> A
         from .torch_pickle import read_torch_file
 
         return read_torch_file(p)
-    if kind == "empty":
-        raise UnsupportedFormatError("file is empty", where=str(p))
-    if kind == "unknown":
-        raise UnsupportedFormatError(
-            "not a checkpoint: neither safetensors, a torch zip nor a pickle", where=str(p)
-        )
-    raise UnsupportedFormatError(f"not a checkpoint: this is a {kind}", where=str(p))
+    raise not_a_checkpoint_error(kind, p)
