@@ -5,7 +5,6 @@ Renderers turn findings into text, JSON-ready dicts and JUnit XML for CI systems
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -54,6 +53,13 @@ def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (SEVERITIES.index(f.severity), f.where, f.code))
 
 
+def capped(items: Sequence[str], limit: int) -> str:
+    """The first ``limit`` of ``items`` joined by commas, then ``(+N more)`` for the rest: a list
+    of names kept short enough for a one-line message."""
+    shown = ", ".join(items[:limit])
+    return f"{shown} (+{len(items) - limit} more)" if len(items) > limit else shown
+
+
 def render_text(findings: Sequence[Finding]) -> str:
     return "\n".join(f.to_text() for f in sort_findings(findings))
 
@@ -64,6 +70,8 @@ def render_junit(suites: Sequence[tuple[str, Sequence[tuple[str, Sequence[Findin
     ``suites`` is ``[(suite_name, [(case_name, findings), ...]), ...]``; a case fails when any
     finding is failing; other findings go to ``<system-out>``.
     """
+    import xml.etree.ElementTree as ET  # only --junit needs it: every other command starts without
+
     root = ET.Element("testsuites")
     for suite_name, cases in suites:
         failures = sum(1 for _, fs in cases if any(f.failing for f in fs))

@@ -26,38 +26,33 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AssetkitError, FormatError
-from ..findings import Finding
-from ..formats.base import Asset, TensorInfo
+from ..findings import Finding, capped
+from ..formats.base import Asset
 from ..formats.diffusers_folder import (
     COMPONENT_MARKERS,
     WeightSet,
     choose_weight_set,
     find_weight_sets,
     is_index_file,
+    is_shard_name,
     listed_components,
     load_json,
-    not_diffusers_folder_error,
+    read_model_index,
+    read_weight_file,
     read_weight_set,
     unlisted_component_folders,
 )
-from ..formats.dtypes import DTYPES
+from ..formats.dtypes import DTYPES, VARIANT_DTYPES
 
 __all__ = ["ClassSpec", "Expectation", "build_expectation", "check_diffusers_folder", "compare_weights",
            "resolve_class"]
 
 #: Names listed in a message before "(+N more)".
 LIST_LIMIT = 8
-#: Variant names that promise a dtype.
-VARIANT_DTYPES = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
 #: Files of which a tokenizer folder needs at least one.
 TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.model",
                          "sentencepiece.bpe.model")
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-
-
-def _cap(items: list[str], limit: int = LIST_LIMIT) -> str:
-    shown = ", ".join(items[:limit])
-    return f"{shown} (+{len(items) - limit} more)" if len(items) > limit else shown
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
@@ -247,17 +242,17 @@ def compare_weights(expectation: Expectation, actual: dict[str, tuple[int, ...]]
         findings.append(Finding(
             "config-missing-weight", "error",
             f"{len(missing)} of {len(expected)} weight(s) that {cls} (built from config.json) expects are "
-            f"missing: {_cap(missing)}", where))
+            f"missing: {capped(missing, LIST_LIMIT)}", where))
     if unexpected:
         findings.append(Finding(
             "config-unexpected-weight", "error",
-            f"{len(unexpected)} weight(s) that {cls} (built from config.json) has no place for: {_cap(unexpected)}",
+            f"{len(unexpected)} weight(s) that {cls} (built from config.json) has no place for: {capped(unexpected, LIST_LIMIT)}",
             where))
     if mismatched:
         findings.append(Finding(
             "config-shape-mismatch", "error",
             f"{len(mismatched)} weight(s) shaped differently from what {cls} (built from config.json) expects: "
-            f"{_cap(mismatched, 4)}", where))
+            f"{capped(mismatched, 4)}", where))
     return findings
 
 
@@ -275,19 +270,6 @@ def check_weight_file(path: Path, ext: str) -> list[Finding]:
     from ..formats.torch_pickle import check_torch_container
 
     return list(check_torch_container(path))
-
-
-def _read_names(path: Path, ext: str) -> dict[str, TensorInfo]:
-    if ext == "safetensors":
-        from ..formats.safetensors import read_safetensors
-
-        asset = read_safetensors(path)
-    else:
-        from ..formats.torch_pickle import read_torch_file
-
-        asset = read_torch_file(path)
-    asset.close()
-    return asset.tensors
 
 
 def check_shard_index(weight_set: WeightSet, where: str) -> tuple[list[Finding], list[str]]:
@@ -319,12 +301,11 @@ def check_shard_index(weight_set: WeightSet, where: str) -> tuple[list[Finding],
     if duplicate_keys:
         findings.append(Finding("shard-duplicate-entry", "error",
                                 f"{len(duplicate_keys)} key(s) appear more than once in the index: "
-                                f"{_cap(duplicate_keys)}", f"{where}/{index_path.name}"))
-    bad_names = sorted({repr(s) for s in weight_map.values()
-                        if not isinstance(s, str) or not s or "/" in s or "\\" in s or s in (".", "..")})
+                                f"{capped(duplicate_keys, LIST_LIMIT)}", f"{where}/{index_path.name}"))
+    bad_names = sorted({repr(s) for s in weight_map.values() if not is_shard_name(s)})
     if bad_names:
         findings.append(Finding("shard-index-invalid", "error",
-                                f"the index names invalid shard files: {_cap(bad_names)}",
+                                f"the index names invalid shard files: {capped(bad_names, LIST_LIMIT)}",
                                 f"{where}/{index_path.name}"))
         return findings, checked
 
@@ -346,7 +327,8 @@ def check_shard_index(weight_set: WeightSet, where: str) -> tuple[list[Finding],
         if any(f.failing for f in file_findings):
             continue
         try:
-            infos = _read_names(shard_path, weight_set.ext)
+            with read_weight_file(shard_path, weight_set.ext) as shard_asset:
+                infos = shard_asset.tensors
         except AssetkitError as exc:
             findings.append(Finding("shard-unreadable", "error", exc.message, f"{where}/{shard}"))
             continue
@@ -365,21 +347,21 @@ def check_shard_index(weight_set: WeightSet, where: str) -> tuple[list[Finding],
             absent.append(tensor)
     if absent:
         findings.append(Finding("shard-missing-tensor", "error",
-                                f"{len(absent)} tensor(s) listed in the index are in no shard: {_cap(absent)}",
+                                f"{len(absent)} tensor(s) listed in the index are in no shard: {capped(absent, LIST_LIMIT)}",
                                 f"{where}/{index_path.name}"))
     if wrong_file:
         findings.append(Finding("shard-wrong-file", "error",
                                 f"{len(wrong_file)} tensor(s) stored in another shard than the index says: "
-                                f"{_cap(wrong_file, 4)}", f"{where}/{index_path.name}"))
+                                f"{capped(wrong_file, 4)}", f"{where}/{index_path.name}"))
     duplicated = [f"{name} ({', '.join(shards)})" for name, shards in stored.items() if len(shards) > 1]
     if duplicated:
         findings.append(Finding("shard-duplicate-tensor", "error",
-                                f"{len(duplicated)} tensor(s) stored in more than one shard: {_cap(duplicated, 4)}",
+                                f"{len(duplicated)} tensor(s) stored in more than one shard: {capped(duplicated, 4)}",
                                 f"{where}/{index_path.name}"))
     unmapped = [name for name in stored if name not in weight_map]
     if unmapped:
         findings.append(Finding("shard-unmapped-tensor", "warning",
-                                f"{len(unmapped)} tensor(s) stored in shards but not in the index: {_cap(unmapped)}",
+                                f"{len(unmapped)} tensor(s) stored in shards but not in the index: {capped(unmapped, LIST_LIMIT)}",
                                 f"{where}/{index_path.name}"))
     referenced = set(by_shard)
     stem = index_path.name.split(".", 1)[0]
@@ -389,7 +371,7 @@ def check_shard_index(weight_set: WeightSet, where: str) -> tuple[list[Finding],
                     if c.is_file() and shard_re.match(c.name) and c.name not in referenced)
     if strays:
         findings.append(Finding("shard-unreferenced-file", "warning",
-                                f"{len(strays)} shard file(s) not named by the index: {_cap(strays)}",
+                                f"{len(strays)} shard file(s) not named by the index: {capped(strays, LIST_LIMIT)}",
                                 f"{where}/{index_path.name}"))
     metadata = index.get("metadata")
     total_size = metadata.get("total_size") if isinstance(metadata, dict) else None
@@ -588,16 +570,10 @@ def check_diffusers_folder(root: Path, variant: str | None = None, numerics: boo
     broken or non-object ``model_index.json``).
     """
     root = Path(root)
-    index_path = root / "model_index.json"
-    if not index_path.is_file():
-        if any((root / marker).is_file() for marker in COMPONENT_MARKERS):
-            result = check_component(root, root.name, None, variant, numerics)
-            return result.findings, result.checked
-        raise not_diffusers_folder_error(root)
-
-    model_index = load_json(index_path)
-    if not isinstance(model_index, dict):
-        raise FormatError("model_index.json is not a JSON object", where=str(index_path), code="diffusers-json")
+    model_index = read_model_index(root)
+    if model_index is None:
+        result = check_component(root, root.name, None, variant, numerics)
+        return result.findings, result.checked
     findings: list[Finding] = []
     checked: list[str] = ["model_index.json parses"]
     pipeline_class = model_index.get("_class_name")

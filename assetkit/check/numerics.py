@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import AssetkitError
-from ..findings import Finding
+from ..findings import Finding, capped
 from ..formats.base import Asset
 from ..formats.dtypes import DTYPES
 
@@ -87,11 +87,6 @@ def tensor_stats(array: np.ndarray, dtype_id: str, chunk_elements: int = CHUNK_E
     return TensorStats(nan=nan, inf=inf, all_zero=flat.size > 0 and not nonzero)
 
 
-def _cap(names: list[str]) -> str:
-    shown = ", ".join(names[:LIST_LIMIT])
-    return f"{shown} (+{len(names) - LIST_LIMIT} more)" if len(names) > LIST_LIMIT else shown
-
-
 def check_numerics(asset: Asset, *, where: str = "", names: Iterable[str] | None = None) -> list[Finding]:
     """Findings for NaN/Inf (errors), all-zero tensors and mixed float dtypes (warnings).
 
@@ -136,22 +131,22 @@ def check_numerics(asset: Asset, *, where: str = "", names: Iterable[str] | None
     findings: list[Finding] = []
     if nan_tensors:
         findings.append(Finding("numerics-nan", "error",
-                                f"{len(nan_tensors)} tensor(s) hold NaN ({nan_total} value(s)): {_cap(nan_tensors)}",
+                                f"{len(nan_tensors)} tensor(s) hold NaN ({nan_total} value(s)): {capped(nan_tensors, LIST_LIMIT)}",
                                 where))
     if inf_tensors:
         findings.append(Finding("numerics-inf", "error",
-                                f"{len(inf_tensors)} tensor(s) hold Inf ({inf_total} value(s)): {_cap(inf_tensors)}",
+                                f"{len(inf_tensors)} tensor(s) hold Inf ({inf_total} value(s)): {capped(inf_tensors, LIST_LIMIT)}",
                                 where))
     if zero_tensors:
         findings.append(Finding("numerics-all-zero", "warning",
-                                f"{len(zero_tensors)} float tensor(s) are all zeros: {_cap(zero_tensors)}", where))
+                                f"{len(zero_tensors)} float tensor(s) are all zeros: {capped(zero_tensors, LIST_LIMIT)}", where))
     if len(float_dtypes) > 1:
         mix = ", ".join(f"{dtype} ({count} tensors)" for dtype, count in float_dtypes.most_common())
         findings.append(Finding("numerics-mixed-dtypes", "warning", f"mixed float dtypes: {mix}", where))
     if unreadable:
         findings.append(Finding("numerics-unreadable", "error",
-                                f"{len(unreadable)} tensor(s) could not be read: {_cap(unreadable)}", where))
+                                f"{len(unreadable)} tensor(s) could not be read: {capped(unreadable, LIST_LIMIT)}", where))
     if skipped:
         findings.append(Finding("numerics-skipped", "info",
-                                f"{len(skipped)} sub-byte float tensor(s) not checked: {_cap(skipped)}", where))
+                                f"{len(skipped)} sub-byte float tensor(s) not checked: {capped(skipped, LIST_LIMIT)}", where))
     return findings

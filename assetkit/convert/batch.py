@@ -20,12 +20,11 @@ from ..errors import (
     AssetkitError,
     UnsafeInputError,
 )
+from ..formats.dtypes import VARIANT_DTYPES
 from .to_safetensors import ConvertReport, ProgressCallback, convert_file, resolve_dtype
 
 #: Files a folder conversion picks up (pickle checkpoints); ``.safetensors`` only with a transformation.
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
-#: ``--variant`` names that imply a dtype.
-VARIANT_DTYPES = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
 
 
 @dataclass
@@ -195,7 +194,7 @@ def convert_variant_folder(folder: str | os.PathLike[str], variant: str, *, dtyp
     updated ``weight_map`` and ``total_size``.
     """
     from ..formats.atomic import atomic_write
-    from ..formats.diffusers_folder import is_index_file, read_diffusers_folder
+    from ..formats.diffusers_folder import is_index_file, load_json, read_diffusers_folder
 
     started = time.perf_counter()
     root = Path(folder)
@@ -237,7 +236,7 @@ def convert_variant_folder(folder: str | os.PathLike[str], variant: str, *, dtyp
     for index, dst in indexes:
         if any(item.status != "converted" for item in report.items if item.src.parent == index.parent):
             continue  # a shard failed: writing an index that points at it would only mislead
-        document = json.loads(index.read_text(encoding="utf-8"))
+        document = load_json(index)
         weight_map = {name: renamed.get(shard, shard) for name, shard in document.get("weight_map", {}).items()}
         sizes = {item.dst.name: item.report.bytes for item in report.items
                  if item.report is not None and item.dst is not None and item.src.parent == index.parent}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, UnsupportedFormatError
+from ..findings import capped
 from .base import Asset, TensorInfo
 
 __all__ = [
@@ -31,11 +32,15 @@ __all__ = [
     "choose_weight_set",
     "find_weight_sets",
     "is_index_file",
+    "is_shard_name",
     "listed_components",
     "load_json",
     "not_diffusers_folder_error",
     "read_component_folder",
     "read_diffusers_folder",
+    "read_model_index",
+    "read_weight_file",
+    "read_shard_map",
     "read_weight_set",
     "unlisted_component_folders",
 ]
@@ -58,6 +63,8 @@ _SHARD_RE = re.compile(
 )
 #: Files that hold weights in a format assetkit does not read (reported in notes).
 FOREIGN_WEIGHT_SUFFIXES = (".msgpack", ".h5", ".onnx", ".gguf", ".pb")
+#: Names listed in a note before "(+N more)".
+NOTE_LIST_LIMIT = 5
 #: Loose checkpoint files: a folder of these alone is not a diffusers folder.
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
@@ -184,20 +191,28 @@ def find_weight_sets(folder: Path) -> tuple[list[WeightSet], list[str]]:
     return sets, notes
 
 
-def shard_files(index_path: Path) -> list[Path]:
-    """The shard files an index names, in first-seen order (strict: a broken index raises)."""
+def is_shard_name(name: Any) -> bool:
+    """True for a shard name an index may give: a plain file name in the index's own folder."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def read_shard_map(index_path: Path) -> dict[str, str]:
+    """An index's ``weight_map`` (tensor name -> shard file name); strict: a broken index raises."""
     index = load_json(index_path)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict):
         raise FormatError("sharded index has no 'weight_map' object", where=str(index_path), code="diffusers-index")
-    seen: dict[str, None] = {}
     for shard in weight_map.values():
-        if not isinstance(shard, str) or not shard or "/" in shard or "\\" in shard or shard in (".", ".."):
+        if not is_shard_name(shard):
             raise FormatError(
                 f"sharded index names an invalid shard file {shard!r}", where=str(index_path), code="diffusers-index"
             )
-        seen.setdefault(shard, None)
-    return [index_path.parent / shard for shard in seen]
+    return weight_map
+
+
+def shard_files(index_path: Path) -> list[Path]:
+    """The shard files an index names, in first-seen order (strict: a broken index raises)."""
+    return [index_path.parent / shard for shard in dict.fromkeys(read_shard_map(index_path).values())]
 
 
 def choose_weight_set(
@@ -229,7 +244,8 @@ def choose_weight_set(
     return chosen, notes
 
 
-def _read_weight_file(path: Path, ext: str) -> Asset:
+def read_weight_file(path: Path, ext: str) -> Asset:
+    """One weight file of a set: ``ext`` "safetensors" (strict reader) or "bin" (torch pickle reader)."""
     if ext == "safetensors":
         from .safetensors import read_safetensors
 
@@ -248,16 +264,13 @@ def read_weight_set(weight_set: WeightSet) -> tuple[dict[str, TensorInfo], dict[
     tensors: dict[str, TensorInfo] = {}
     metadata: dict[str, Any] = {}
     notes: list[str] = []
-    weight_map: dict[str, str] = {}
-    if weight_set.index is not None:
-        shard_files(weight_set.index)  # raises FormatError when the index is broken
-        weight_map = load_json(weight_set.index)["weight_map"]
+    weight_map = read_shard_map(weight_set.index) if weight_set.index is not None else {}
     for file in weight_set.files:
         if not file.is_file():
             lost = sum(1 for shard in weight_map.values() if shard == file.name)
             notes.append(f"{file.name}: shard file missing ({lost} tensor(s) of the index lost)")
             continue
-        asset = _read_weight_file(file, weight_set.ext)
+        asset = read_weight_file(file, weight_set.ext)
         for key, value in asset.metadata.items():
             metadata.setdefault(key, value)
         for name, info in asset.tensors.items():
@@ -268,16 +281,11 @@ def read_weight_set(weight_set: WeightSet) -> tuple[dict[str, TensorInfo], dict[
     if weight_map:
         absent = [name for name, shard in weight_map.items() if name not in tensors]
         if absent:
-            notes.append(f"{len(absent)} tensor(s) listed in {weight_set.index.name} are in no shard: {_cap(absent)}")
+            notes.append(f"{len(absent)} tensor(s) listed in {weight_set.index.name} are in no shard: {capped(absent, NOTE_LIST_LIMIT)}")
         unmapped = [name for name in tensors if name not in weight_map]
         if unmapped:
-            notes.append(f"{len(unmapped)} tensor(s) in shards but not in {weight_set.index.name}: {_cap(unmapped)}")
+            notes.append(f"{len(unmapped)} tensor(s) in shards but not in {weight_set.index.name}: {capped(unmapped, NOTE_LIST_LIMIT)}")
     return tensors, metadata, notes
-
-
-def _cap(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown
 
 
 # ---- configs -------------------------------------------------------------------------------------
@@ -320,11 +328,29 @@ def not_diffusers_folder_error(folder: Path) -> UnsupportedFormatError:
     if checkpoints:
         return UnsupportedFormatError(
             f"not a diffusers folder (no model_index.json or config.json); it holds checkpoint file(s) "
-            f"{_cap(checkpoints, 3)}: inspect, scan or validate the file itself",
+            f"{capped(checkpoints, 3)}: inspect, scan or validate the file itself",
             where=str(folder),
         )
     return UnsupportedFormatError("not a diffusers folder: no model_index.json, config.json or weights",
                                   where=str(folder))
+
+
+def read_model_index(root: Path) -> dict[str, Any] | None:
+    """A pipeline folder's parsed ``model_index.json``; None for a component folder (a
+    :data:`COMPONENT_MARKERS` file and no ``model_index.json``).
+
+    Raises :class:`UnsupportedFormatError` for a folder that is neither, :class:`FormatError` for
+    a broken ``model_index.json`` or one that is not a JSON object.
+    """
+    index_path = root / "model_index.json"
+    if not index_path.is_file():
+        if any((root / marker).is_file() for marker in COMPONENT_MARKERS):
+            return None
+        raise not_diffusers_folder_error(root)
+    model_index = load_json(index_path)
+    if not isinstance(model_index, dict):
+        raise FormatError("model_index.json is not a JSON object", where=str(index_path), code="diffusers-json")
+    return model_index
 
 
 def read_diffusers_folder(path: str | Path, variant: str | None = None) -> Asset:
@@ -339,15 +365,9 @@ def read_diffusers_folder(path: str | Path, variant: str | None = None) -> Asset
     root = Path(path)
     if not root.is_dir():
         raise UnsupportedFormatError("not a folder", where=str(root))
-    index_path = root / "model_index.json"
-    if not index_path.is_file():
-        if any((root / marker).is_file() for marker in COMPONENT_MARKERS):
-            return read_component_folder(root, variant)
-        raise not_diffusers_folder_error(root)
-
-    model_index = load_json(index_path)
-    if not isinstance(model_index, dict):
-        raise FormatError("model_index.json is not a JSON object", where=str(index_path), code="diffusers-json")
+    model_index = read_model_index(root)
+    if model_index is None:
+        return read_component_folder(root, variant)
     pipeline = Asset(path=root, format="diffusers")
     pipeline.configs["model_index.json"] = model_index
     listed = listed_components(model_index)

@@ -67,6 +67,8 @@ BY_TORCH_NAME.update(
 
 #: ``--dtype`` spellings accepted on the command line -> safetensors id
 CLI_DTYPES = {"fp16": "F16", "float16": "F16", "bf16": "BF16", "bfloat16": "BF16", "fp32": "F32", "float32": "F32"}
+#: diffusers weight variant names (``*.fp16.safetensors``) that promise a dtype -> safetensors id
+VARIANT_DTYPES = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
 
 
 def dtype(dtype_id: str) -> DType:
