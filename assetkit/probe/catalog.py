@@ -1,4 +1,5 @@
-"""Typed, cached access to the catalogue data the probe needs (``registry/*.json``)."""
+"""Typed access to the catalogue data the probe needs (``registry/*.json``; parsed once, cached
+by :func:`assetkit.catalogue.load`)."""
 
 from __future__ import annotations
 
@@ -8,32 +9,24 @@ from typing import Any
 from .. import catalogue
 
 
-@functools.cache
 def families() -> dict[str, Any]:
     return catalogue.load("families.json")
 
 
-@functools.cache
 def signatures() -> dict[str, Any]:
     return catalogue.load("signatures.json")
 
 
-@functools.cache
 def metadata_rules() -> dict[str, Any]:
     return catalogue.load("metadata.json")
 
 
-@functools.cache
 def diffusers_classes() -> dict[str, Any]:
     return catalogue.load("diffusers_classes.json")
 
 
 def family_table() -> dict[str, dict[str, Any]]:
     return families()["families"]
-
-
-def family_ids() -> list[str]:
-    return list(family_table())
 
 
 def text_encoder_types() -> dict[str, dict[str, Any]]:
