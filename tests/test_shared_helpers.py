@@ -75,3 +75,19 @@ def test_importing_the_cli_leaves_xml_out() -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_scan_sends_whitespace_led_safetensors_to_the_strict_reader(tmp_path: Path) -> None:
+    """A safetensors header with leading whitespace is a broken safetensors file (verdict error,
+    the rule named), not "not a checkpoint"."""
+    import json
+    import struct
+
+    from assetkit.check.scan import scan_path
+
+    header = b" " + json.dumps({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path = tmp_path / "spaced.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * 4)
+    result = scan_path(path)
+    assert result.verdict == "error"
+    assert any("whitespace" in f.message or "start" in f.message for f in result.findings), result.findings

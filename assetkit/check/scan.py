@@ -51,8 +51,7 @@ from ..errors import AssetkitError, FormatError
 from ..findings import FAILING, SEVERITIES, Finding, sort_findings
 from ..formats import missing_path_error
 from ..formats.pickle_vm import Limits, PersistentRef, PickleLimitError, PickleVM, PickleVMError, Trace
-from ..formats.sniff import HEADER_CAP as SAFETENSORS_HEADER_CAP
-from ..formats.sniff import foreign_kind, is_pickle_head, is_zip_head
+from ..formats.sniff import foreign_kind, is_pickle_head, is_safetensors_head, is_zip_head
 from ..formats.torch_pickle import (
     LEGACY_MAGIC,
     MAX_PICKLE_MEMBER,
@@ -373,7 +372,7 @@ def _scan_file(scan: _Scan, fh: Any, mapped: mmap.mmap, size: int, head: bytes) 
         scan.unsupported = True
         scan.add("unsupported-wrapper", "error", f"{foreign}: never extracted; unpack it and scan the contents")
         return
-    safetensors = _looks_like_safetensors(head, size)
+    safetensors = is_safetensors_head(head)
     # torch.load unpickles any non-zip file from byte 0, so every file is tried as a pickle.
     before = len(scan.findings)
     scan.pickle_chain(mapped, 0, size, scan.where, first_required=is_pickle_head(head) and not safetensors)
@@ -394,15 +393,6 @@ def _scan_file(scan: _Scan, fh: Any, mapped: mmap.mmap, size: int, head: bytes) 
     elif _zip_tail(mapped, size):
         scan.add("zip-polyglot", "suspicious", "a zip central directory follows the pickle")
         _scan_zip(scan, fh, mapped, size)
-
-
-def _looks_like_safetensors(head: bytes, size: int) -> bool:
-    if len(head) < 9:
-        return False
-    (header_len,) = struct.unpack_from("<Q", head)
-    # not bounded by the file size: a truncated safetensors file is a broken safetensors file
-    # (verdict error, the strict reader names the truncation), not "not a checkpoint"
-    return 2 <= header_len <= SAFETENSORS_HEADER_CAP and head[8:9] == b"{"
 
 
 def _zip_tail(mapped: mmap.mmap, size: int) -> bool:

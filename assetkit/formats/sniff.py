@@ -42,6 +42,21 @@ def is_pickle_head(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == PICKLE_PROTOCOL_BYTE and 2 <= head[1] <= 5
 
 
+def is_safetensors_head(head: bytes) -> bool:
+    """True when ``head`` starts like a safetensors file: an 8-byte header length within the
+    format's cap, then the JSON header (``{``, or the whitespace the strict reader rejects by name).
+
+    The length is not checked against the file size: a truncated safetensors file (whose length
+    byte may well be ``(`` or ``c``, pickle opcodes) still goes to the strict reader, which names
+    the truncation. Checked before the pickle protocol byte: a header length such as 0x0280 starts
+    with the bytes 0x80 0x02, exactly like a protocol-2 pickle.
+    """
+    if len(head) < 9:
+        return False
+    (header_len,) = struct.unpack_from("<Q", head)
+    return 2 <= header_len <= HEADER_CAP and head[8:9] in (b"{", b" ", b"\t", b"\n", b"\r")
+
+
 def foreign_kind(head: bytes) -> str | None:
     """The :data:`FOREIGN_MAGIC` description ``head`` matches, or None."""
     for magic, offset, label in FOREIGN_MAGIC:
@@ -63,15 +78,8 @@ def sniff_bytes(head: bytes, size: int) -> str:
     foreign = foreign_kind(head)
     if foreign is not None:
         return foreign
-    # safetensors before the pickle protocol byte: a header length such as 0x0280 starts with the
-    # bytes 0x80 0x02, exactly like a protocol-2 pickle (which can never continue with a plausible
-    # length and a '{' at byte 8: the opcode 0x00 does not exist). The length is not checked
-    # against the file size: a truncated safetensors file (whose length byte may well be '(' or
-    # 'c', pickle opcodes) still goes to the strict reader, which names the truncation.
-    if len(head) >= 9:
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if 2 <= header_len <= HEADER_CAP and head[8:9] in (b"{", b" ", b"\t", b"\n", b"\r"):
-            return "safetensors"
+    if is_safetensors_head(head):
+        return "safetensors"
     if is_pickle_head(head):
         return "pickle"
     if head[:1] in (b"(", b"}", b"]", b"c", b"\x80"):
