@@ -188,3 +188,25 @@ def test_buffer_roundtrip_with_bytesio_saved_checkpoint(tmp_path: Path):
     path.write_bytes(buf.getvalue())
     with read_torch_file(path) as asset:
         assert asset.tensors["x"].dtype == "I64"
+
+
+def test_validate_reports_duplicate_members_and_exits_1(ckpt: Path, tmp_path: Path):
+    """A zip with a member written twice (later one wins in many zip readers) is not what torch
+    writes: `assetkit validate` names it and exits 1."""
+    import json
+    import warnings
+
+    from click.testing import CliRunner
+
+    from assetkit.cli import main
+
+    path = rewrite_zip(ckpt, tmp_path / "dup.pt", edit=lambda name, data: (name, data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr(next(n for n in z.namelist() if n.endswith("data.pkl")), b"\x80\x02}q\x00.")
+    result = CliRunner().invoke(main, ["validate", "--json", str(path)])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output)
+    assert report["ok"] is False
+    assert "torch-zip-duplicate" in {p["code"] for p in report["problems"]}
