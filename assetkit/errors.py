@@ -51,3 +51,10 @@ class VerificationError(AssetkitError):
     """A written output did not re-read identical to its source."""
 
     exit_code = 1
+
+
+class IncompleteInputError(AssetkitError):
+    """The input lacks parts the result needs (a missing shard, nothing convertible): the command
+    ran and cannot produce a complete result, so it writes nothing and fails (exit 1)."""
+
+    exit_code = 1

@@ -214,7 +214,13 @@ def test_converting_a_folder_with_nothing_to_convert_says_why(tmp_path: Path, va
     source.mkdir()
     (source / "vae.safetensors").write_bytes(vae_files["safetensors"].read_bytes())
     result = invoke("convert", source, tmp_path / "out")
-    assert result.exit_code == 0 and "nothing to convert" in result.stderr
+    # not a success (exit 1, as scan of a folder without checkpoints), and no empty output folder made
+    assert result.exit_code == 1 and "nothing to convert" in result.stderr
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert invoke("convert", empty, tmp_path / "out").exit_code == 1
+    assert invoke("scan", empty).exit_code == 1
 
 
 def test_extracted_vae_and_converted_files_inspect_as_their_source(tmp_path: Path) -> None:

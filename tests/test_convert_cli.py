@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -161,47 +160,66 @@ def test_folder_batch_keeps_relative_paths_and_reports_unsafe(tmp_path: Path) ->
 
 
 def _big_checkpoint(path: Path) -> Path:
-    """About 192 MiB of tensors: long enough to interrupt a conversion mid-way."""
+    """About 192 MiB of tensors (the streaming memory test)."""
     torch.save({f"layer{i}.weight": torch.full((1024, 1024 * 4), float(i)) for i in range(12)}, path)
     return path
 
 
-def _wait_for_temp(folder: Path, proc: subprocess.Popen, timeout: float = 60.0) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        temps = [p for p in folder.iterdir() if p.name.endswith(".tmp")]
-        if temps and temps[0].stat().st_size > 1024 * 1024:
-            return temps[0]
-        if proc.poll() is not None:
-            raise AssertionError(f"conversion ended before it could be interrupted: {proc.communicate()}")
-        time.sleep(0.002)
-    raise AssertionError("no temporary output appeared")
+def _checkpoint_of_many_tensors(path: Path) -> Path:
+    """Twelve 256 KiB tensors: the copy reports progress after each one."""
+    torch.save({f"layer{i}.weight": torch.full((256, 256), float(i)) for i in range(12)}, path)
+    return path
 
 
-def test_killed_conversion_leaves_nothing_at_destination(tmp_path: Path) -> None:
-    src = _big_checkpoint(tmp_path / "big.ckpt")
+#: Runs the real CLI in a child process that sends itself ``SIG`` right after the first tensor's
+#: bytes reached the temporary output (the progress callback): the signal lands at a known point,
+#: mid-conversion, every time.
+_SIGNAL_AFTER_FIRST_CHUNK = """
+import os, signal, sys
+from assetkit.cli import convert_cmd, main
+sig = getattr(signal, sys.argv.pop(1))
+def advance(self, nbytes):
+    os.kill(os.getpid(), sig)
+convert_cmd._ByteProgress.advance = advance
+main()
+"""
+
+
+def _convert_signalled(sig_name: str, src: Path, dst: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_FIRST_CHUNK, sig_name, "convert", str(src), str(dst)],
+                          env=env, capture_output=True, timeout=120)
+
+
+def test_killed_conversion_leaves_nothing_at_destination_and_the_next_run_removes_its_temporary(
+        tmp_path: Path) -> None:
+    src = _checkpoint_of_many_tensors(tmp_path / "big.ckpt")
     out = tmp_path / "out"
     out.mkdir()
     dst = out / "big.safetensors"
-    proc = assetkit_process("convert", src, dst)
-    _wait_for_temp(out, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    killed = _convert_signalled("SIGKILL", src, dst)
+    assert killed.returncode == -signal.SIGKILL
     assert not dst.exists()
+    stale = [p.name for p in out.iterdir()]
+    assert len(stale) == 1 and stale[0].startswith(".big.safetensors.") and stale[0].endswith(".tmp"), stale
+    # another writer's live temporary (this test process's own pid) is left alone
+    live = out / f".big.safetensors.{'a' * 12}-{os.getpid()}.tmp"
+    live.write_bytes(b"in progress")
+    rerun = assetkit_process("convert", src, dst)
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(["big.safetensors", live.name])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_conversion_removes_its_temporary_file(tmp_path: Path, sig: int) -> None:
-    src = _big_checkpoint(tmp_path / "big.ckpt")
+@pytest.mark.parametrize(("sig", "code", "word"), [("SIGINT", 130, b"interrupted"), ("SIGTERM", 143, b"terminated")])
+def test_interrupted_conversion_exits_128_plus_signal_and_removes_its_temporary_file(
+        tmp_path: Path, sig: str, code: int, word: bytes) -> None:
+    src = _checkpoint_of_many_tensors(tmp_path / "big.ckpt")
     out = tmp_path / "out"
     out.mkdir()
-    dst = out / "big.safetensors"
-    proc = assetkit_process("convert", src, dst)
-    _wait_for_temp(out, proc)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2, err
-    assert b"interrupted" in err
+    result = _convert_signalled(sig, src, out / "big.safetensors")
+    assert result.returncode == code, result.stderr
+    assert result.stderr.strip() == b"assetkit: error: " + word
     assert list(out.iterdir()) == []
 
 
@@ -238,10 +256,11 @@ def test_diffusers_fp16_variant_loads_in_diffusers(tmp_path: Path) -> None:
             assert set(got) == set(state), (folder.name, name)
             for key, tensor in state.items():
                 assert got[key].dtype == tensor.dtype and raw(got[key]) == raw(tensor), (folder.name, name, key)
-    # the same again without --overwrite: every file refused, exit 1, nothing changed
+    # the same again without --overwrite: every existing output counted as skipped, exit 0, nothing changed
     before = (plain / "unet" / "diffusion_pytorch_model.fp16.safetensors").stat().st_mtime_ns
     code, out, err = run(plain, "--variant", "fp16")
-    assert code == 1 and "exists" in out
+    assert code == 0 and "0 converted, 0 unsafe, 0 failed, 3 skipped" in out, out + err
+    assert all(line.startswith("skipped") for line in out.splitlines()[:3]) and "output exists" in out
     assert (plain / "unet" / "diffusion_pytorch_model.fp16.safetensors").stat().st_mtime_ns == before
     with safe_open(sharded / "unet" / "diffusion_pytorch_model.fp16-00001-of-"
                    f"{_shard_count(sharded):05d}.safetensors", framework="pt") as fh:

@@ -83,12 +83,19 @@ def test_cast_is_bit_identical_to_torch(src: str, dst: str) -> None:
     )
 
 
-def test_nan_keeps_sign_and_is_quiet() -> None:
-    nans = np.array([0x7F80_0001, 0xFFC0_0000, 0xFF81_2345], dtype=np.uint32)
-    as_bf16 = np.frombuffer(cast_bytes(nans.tobytes(), "F32", "BF16"), dtype=np.uint16)
-    assert [hex(v) for v in as_bf16] == ["0x7fc0", "0xffc0", "0xffc1"]
-    as_f16 = np.frombuffer(cast_bytes(nans.tobytes(), "F32", "F16"), dtype=np.uint16)
-    assert [hex(v) for v in as_f16] == ["0x7e00", "0xfe00", "0xfe09"]
+def test_nan_casts_match_torch_bit_for_bit() -> None:
+    """Every NaN shape (quiet, signalling, either sign, any payload) casts to the bits torch writes."""
+    import torch
+
+    nans = np.array([0x7F80_0001, 0x7FC0_0000, 0xFFC0_0000, 0xFF81_2345, 0x7FBF_FFFF, 0xFFFF_FFFF], dtype=np.uint32)
+    for dst, torch_dtype in (("BF16", torch.bfloat16), ("F16", torch.float16)):
+        ours = np.frombuffer(cast_bytes(nans.tobytes(), "F32", dst), dtype=np.uint16)
+        oracle = torch.from_numpy(nans.view(np.float32).copy()).to(torch_dtype).view(torch.int16).numpy()
+        assert [hex(v) for v in ours] == [hex(v) for v in oracle.view(np.uint16)], dst
+    f16_nans = np.array([0x7C01, 0x7E00, 0xFE00, 0xFC01, 0x7FFF], dtype=np.uint16)
+    ours = np.frombuffer(cast_bytes(f16_nans.tobytes(), "F16", "BF16"), dtype=np.uint16)
+    oracle = torch.from_numpy(f16_nans.view(np.float16).copy()).to(torch.bfloat16).view(torch.int16).numpy()
+    assert [hex(v) for v in ours] == [hex(v) for v in oracle.view(np.uint16)]
 
 
 def test_widening_bf16_is_exact_even_for_nan_payloads() -> None:

@@ -54,7 +54,12 @@ def test_shard_names_are_plain_file_names(name: object, ok: bool) -> None:
 
 def test_safetensors_routing_and_unsupported_messages(tmp_path: Path) -> None:
     assert reads_as_safetensors("safetensors", tmp_path / "x.bin")
+    (tmp_path / "x.SafeTensors").write_bytes(b"\xff" * 16)  # binary under the name: the strict reader names the rule
     assert reads_as_safetensors("unknown", tmp_path / "x.SafeTensors")
+    (tmp_path / "t.safetensors").write_bytes(b'{"a": 1}\n')  # text under the name: not a safetensors file
+    assert not reads_as_safetensors("unknown", tmp_path / "t.safetensors")
+    assert not_a_checkpoint_error("unknown", tmp_path / "t.safetensors").message == \
+        "not a safetensors file (starts with '{\"a\": 1}\\n')"
     assert not reads_as_safetensors("unknown", tmp_path / "x.ckpt")
     assert not reads_as_safetensors("zip", tmp_path / "x.safetensors")
     assert not_a_checkpoint_error("empty", tmp_path / "e").message == "file is empty"

@@ -547,7 +547,7 @@ def _check_weight_set(weight_set: WeightSet, name: str, expectation: Expectation
         wrong = sorted({d for d in floats if d != wanted})
         if wrong:
             count = sum(1 for d in floats if d != wanted)
-            findings.append(Finding("variant-dtype-mismatch", "warning",
+            findings.append(Finding("variant-dtype-mismatch", "error",
                                     f"'{weight_set.variant}' variant holds {count} of {len(floats)} float tensor(s) "
                                     f"as {', '.join(wrong)}, not {wanted}", where))
     if numerics:

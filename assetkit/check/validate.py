@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import AssetkitError, UnsupportedFormatError
 from ..findings import Finding, sort_findings
-from ..formats import missing_path_error, not_a_checkpoint_error, sniff_path
+from ..formats import missing_path_error, not_a_checkpoint_error, reads_as_safetensors, sniff_path
 
 __all__ = ["ValidationReport", "validate_path"]
 
@@ -74,8 +74,7 @@ def validate_path(path: str | os.PathLike[str], numerics: bool = False, variant:
 
 def _check_file(path: Path, numerics: bool) -> tuple[list[Finding], list[str]]:
     kind = sniff_path(path)
-    looks_safetensors = path.suffix.lower() in (".safetensors", ".sft")
-    if kind == "safetensors" or (kind in ("unknown", "empty") and looks_safetensors):
+    if reads_as_safetensors(kind, path):
         # a broken .safetensors is a malformed checkpoint, not an unreadable input: report every rule it breaks
         from ..formats.safetensors import check_safetensors
 

@@ -32,6 +32,27 @@ def _asks_for_json(args: list[str]) -> bool:
     return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
+def _debug_first(args: list[str]) -> list[str]:
+    """``--debug`` is a top-level option; accept it after the subcommand too (``assetkit scan X --debug``)."""
+    options = args[: args.index("--")] if "--" in args else args
+    if "--debug" not in options[1:]:
+        return args
+    rest = list(args)
+    rest.remove("--debug")
+    return ["--debug", *rest]
+
+
+def _flush_stdout(on_broken_pipe: Any) -> None:
+    import sys
+
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        on_broken_pipe()
+    except (OSError, ValueError):
+        pass
+
+
 def _usage_error(exc: click.ClickException) -> None:
     """A usage error under --json: the one JSON document on stdout, click's exit code."""
     from ._common import fail
@@ -47,8 +68,23 @@ class LazyGroup(click.Group):
     instead of click's usage text.
     """
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """click's main, then stdout flushed here: a reader that closed the pipe ends the command
+        quietly (exit 141), never as ``error: Broken pipe`` or an interpreter warning."""
+        from ._common import quiet_broken_pipe
+
+        try:
+            result = super().main(*args, **kwargs)
+        except SystemExit:
+            _flush_stdout(quiet_broken_pipe)
+            raise
+        _flush_stdout(quiet_broken_pipe)
+        return result
+
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
+        if parent is None:
+            args = _debug_first(list(args))
         json_requested = _asks_for_json(list(args))
         try:
             ctx = super().make_context(info_name, args, parent=parent, **extra)
@@ -60,8 +96,11 @@ class LazyGroup(click.Group):
         return ctx
 
     def invoke(self, ctx: click.Context) -> Any:
+        from ._common import signals_as_exceptions
+
         try:
-            return super().invoke(ctx)
+            with signals_as_exceptions():
+                return super().invoke(ctx)
         except click.ClickException as exc:
             if not ctx.meta.get(_JSON_REQUESTED):
                 raise

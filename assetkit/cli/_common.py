@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -13,6 +16,39 @@ import click
 from ..errors import AssetkitError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+#: 128 + signal number, the shell convention: Ctrl-C (SIGINT), closed stdout (SIGPIPE), SIGTERM.
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that cleanup (temporary files) runs as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def signals_as_exceptions() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` (SIGKILL cannot be caught)."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def quiet_broken_pipe() -> None:
+    """stdout was closed by the reader (``| head``): end quietly with 141, like a tool killed by
+    SIGPIPE; later writes (the interpreter's final flush) go to /dev/null instead of raising."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_BROKEN_PIPE)
 
 json_option = click.option("--json", "json_output", is_flag=True, help="Print exactly one JSON document on stdout.")
 
@@ -58,8 +94,12 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 raise
             fail(str(exc), exc.exit_code, json_output)
+        except BrokenPipeError:
+            quiet_broken_pipe()
+        except Terminated:
+            fail("terminated", EXIT_TERMINATED, json_output)
         except KeyboardInterrupt:
-            fail("interrupted", EXIT_USAGE, json_output)
+            fail("interrupted", EXIT_INTERRUPTED, json_output)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except MemoryError:
@@ -67,8 +107,10 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as exc:
             if debug:
                 raise
+            from ..formats import os_error_message
+
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            fail(f"{where}{exc.strerror or exc}", EXIT_USAGE, json_output)
+            fail(f"{where}{os_error_message(exc)}", EXIT_USAGE, json_output)
         except Exception as exc:  # noqa: BLE001 - the contract is one line, never a traceback
             if debug:
                 raise

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +22,11 @@ def _parse_metadata(values: tuple[str, ...]) -> dict[str, str]:
     return parsed
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM unwind like Ctrl-C, so temporary files are removed (SIGKILL cannot be caught)."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class _ByteProgress:
-    """A progress bar in bytes on stderr, only when stderr is a terminal and not with --json."""
+    """A progress bar in bytes on stderr, only on a terminal (stdout and stderr) and not with --json."""
 
     def __init__(self, enabled: bool, label: str) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+        self.enabled = enabled and sys.stderr.isatty() and sys.stdout.isatty()
         self.label = label
         self._bar: Any = None
 
@@ -100,7 +79,7 @@ def _print_batch(batch: Any) -> None:
     click.echo(f"{s['files']} file(s): {s['converted']} converted, {s['unsafe']} unsafe, {s['failed']} failed, "
                f"{s['skipped']} skipped; {human_bytes(s['bytes'])} in {s['seconds']:.2f} s")
     if not s["files"]:
-        click.echo("assetkit: nothing to convert: no .ckpt/.pt/.pth/.bin file found (.safetensors files are "
+        click.echo("assetkit: error: nothing to convert: no .ckpt/.pt/.pth/.bin file found (.safetensors files are "
                    "rewritten only with --dtype/--only/--strip-prefix/--state-dict-key; a diffusers folder takes "
                    "--variant)", err=True)
 
@@ -142,48 +121,51 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
 
     extra = _parse_metadata(metadata_items)
     verify = not no_verify
-    with _sigterm_as_interrupt():
-        if variant is not None:
-            if not source.is_dir():
-                raise AssetkitError("--variant needs a diffusers folder", where=str(source))
-            if output is not None:
-                raise AssetkitError("--variant writes beside the weights: give no OUTPUT")
-            if only or strip_prefix or state_dict_key or extra or salvage:
-                raise AssetkitError("--variant takes only --dtype, --overwrite and --no-verify")
-            bar = _ByteProgress(not json_output, f"{variant}")
-            try:
-                batch = convert_variant_folder(source, variant, dtype=dtype, overwrite=overwrite, verify=verify,
-                                               on_start=bar.start, progress=bar.advance)
-            finally:
-                bar.finish()
-            _finish_batch(batch, json_output)
-            return
-        if source.is_dir():
-            if output is None:
-                raise AssetkitError("converting a folder needs an OUTPUT folder (or --variant for a diffusers folder)",
-                                    where=str(source))
-            bar = _ByteProgress(not json_output, "converting")
-            try:
-                batch = convert_tree(source, output, on_start=bar.start, progress=bar.advance, dtype=dtype,
-                                     only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key,
-                                     keep_metadata=keep_metadata, metadata=extra, verify=verify,
-                                     overwrite=overwrite)
-            finally:
-                bar.finish()
-            _finish_batch(batch, json_output)
-            return
-        if output is None:
-            if source.suffix.lower() == ".safetensors":
-                raise AssetkitError("give an OUTPUT path: the input already is a .safetensors file", where=str(source))
-            output = source.with_suffix(".safetensors")
+    if variant is not None:
+        if not source.is_dir():
+            raise AssetkitError("--variant needs a diffusers folder", where=str(source))
+        if output is not None:
+            raise AssetkitError("--variant writes beside the weights: give no OUTPUT")
+        if only or strip_prefix or state_dict_key or extra or salvage:
+            raise AssetkitError("--variant takes only --dtype, --overwrite and --no-verify")
+        bar = _ByteProgress(not json_output, f"{variant}")
         try:
-            report = convert_file(source, output, dtype=dtype, only=only, strip_prefix=strip_prefix,
-                                  state_dict_key=state_dict_key, keep_metadata=keep_metadata, metadata=extra,
-                                  salvage=salvage, verify=verify, overwrite=overwrite,
-                                  warn=lambda line: click.echo(f"assetkit: warning: {line}", err=True))
-        except UnsafeInputError as exc:
-            _refuse_unsafe(exc, json_output)
-            return
+            batch = convert_variant_folder(source, variant, dtype=dtype, overwrite=overwrite, verify=verify,
+                                           on_start=bar.start, progress=bar.advance)
+        finally:
+            bar.finish()
+        _finish_batch(batch, json_output)
+        return
+    if source.is_dir():
+        if output is None:
+            raise AssetkitError("converting a folder needs an OUTPUT folder (or --variant for a diffusers folder)",
+                                where=str(source))
+        bar = _ByteProgress(not json_output, "converting")
+        try:
+            batch = convert_tree(source, output, on_start=bar.start, progress=bar.advance, dtype=dtype,
+                                 only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key,
+                                 keep_metadata=keep_metadata, metadata=extra, verify=verify,
+                                 overwrite=overwrite)
+        finally:
+            bar.finish()
+        _finish_batch(batch, json_output)
+        return
+    if output is None:
+        if source.suffix.lower() == ".safetensors":
+            raise AssetkitError("give an OUTPUT path: the input already is a .safetensors file", where=str(source))
+        output = source.with_suffix(".safetensors")
+    bar = _ByteProgress(not json_output, "converting")
+    try:
+        report = convert_file(source, output, dtype=dtype, only=only, strip_prefix=strip_prefix,
+                              state_dict_key=state_dict_key, keep_metadata=keep_metadata, metadata=extra,
+                              salvage=salvage, verify=verify, overwrite=overwrite,
+                              warn=lambda line: click.echo(f"assetkit: warning: {line}", err=True),
+                              on_start=bar.start, progress=bar.advance)
+    except UnsafeInputError as exc:
+        _refuse_unsafe(exc, json_output)
+        return
+    finally:
+        bar.finish()
     if json_output:
         emit_json({"ok": True, **report.to_dict()})
     else:

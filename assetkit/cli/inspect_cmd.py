@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from ._common import emit_json, handles_errors, human_bytes, human_count, json_option
+from ..findings import FAILING
+from ._common import EXIT_OK, EXIT_PROBLEMS, emit_json, handles_errors, human_bytes, human_count, json_option
 
 _METADATA_WIDTH = 100
 _CANDIDATES_SHOWN = 6
@@ -24,7 +25,8 @@ def command(path: Path, json_output: bool, list_tensors: bool, variant: str | No
     """Identify a checkpoint file or diffusers folder: kind, family, variant, prediction type and
     key layout, with the evidence behind each, plus sizes, dtypes, components and metadata.
 
-    Exit 0 when the path was read, 2 when it cannot be read.
+    Exit 0 when the path was read, 1 when it was read but a file it names is missing (a shard,
+    a component folder: an error finding), 2 when it cannot be read.
     """
     from ..formats import open_asset
     from ..probe import inspect_report
@@ -35,6 +37,8 @@ def command(path: Path, json_output: bool, list_tensors: bool, variant: str | No
         emit_json(report)
     else:
         click.echo(render_text(report))
+    failing = any(f["severity"] in FAILING for f in report["findings"])
+    click.get_current_context().exit(EXIT_PROBLEMS if failing else EXIT_OK)
 
 
 def render_text(report: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,12 @@ def command(paths: tuple[Path, ...], numerics: bool, variant: str | None, junit_
     results: list[dict[str, Any]] = []
     cases: list[tuple[str, list[Finding]]] = []
     first_error: AssetkitError | None = None
+    announced = False
     for path in paths:
+        if not json_output and not announced and path.is_dir() and sys.stderr.isatty():
+            # building each component's class on the meta device imports torch and diffusers (seconds)
+            click.echo("assetkit: loading the model classes (torch, diffusers) to check the folder...", err=True)
+            announced = True
         try:
             report = validate_path(path, numerics=numerics, variant=variant)
         except AssetkitError as exc:

@@ -7,6 +7,7 @@ or skipped) and a summary. A failure of one file never stops the others; the cal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -18,8 +19,11 @@ from typing import Any
 
 from ..errors import (
     AssetkitError,
+    IncompleteInputError,
+    OutputExistsError,
     UnsafeInputError,
 )
+from ..findings import capped
 from ..formats.dtypes import VARIANT_DTYPES
 from .to_safetensors import ConvertReport, ProgressCallback, convert_file, resolve_dtype
 
@@ -62,7 +66,9 @@ class BatchReport:
 
     @property
     def ok(self) -> bool:
-        return all(item.status in ("converted", "skipped") for item in self.items)
+        """No file unsafe or failed, and at least one file: a batch with nothing to convert is not a
+        success (exit 1, as ``scan`` of a folder with no checkpoint)."""
+        return bool(self.items) and all(item.status in ("converted", "skipped") for item in self.items)
 
     def summary(self) -> dict[str, Any]:
         counts = Counter(item.status for item in self.items)
@@ -93,11 +99,25 @@ def _convert_one(src: Path, dst: Path, options: dict[str, Any], progress: Progre
         report = convert_file(src, dst, progress=progress, **options)
     except UnsafeInputError as exc:
         return BatchItem(src, dst, "unsafe", error=reason(exc), findings=list(exc.findings))
+    except OutputExistsError:
+        # A re-run of a batch: what is there already was converted before.
+        return BatchItem(src, dst, "skipped", error="output exists (--overwrite replaces it)")
     except AssetkitError as exc:
         return BatchItem(src, dst, "failed", error=reason(exc))
     except OSError as exc:
         return BatchItem(src, dst, "failed", error=f"{exc.filename or src}: {exc.strerror or exc}")
     return BatchItem(src, dst, "converted", report=report)
+
+
+def _tensor_bytes(item: BatchItem) -> int:
+    """Tensor data bytes of an item's output: from its report, or (skipped: written before) its header."""
+    if item.report is not None:
+        return item.report.bytes
+    from ..formats.safetensors import read_safetensors
+
+    assert item.dst is not None
+    with read_safetensors(item.dst) as asset:
+        return sum(info.nbytes for info in asset.tensors.values())
 
 
 def find_checkpoints(root: Path, *, include_safetensors: bool = False) -> list[Path]:
@@ -110,6 +130,17 @@ def find_checkpoints(root: Path, *, include_safetensors: bool = False) -> list[P
             if not name.startswith(".") and name.lower().endswith(suffixes):
                 found.append(Path(folder) / name)
     return found
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; returns the folders created, outermost first."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+    return list(reversed(missing))
 
 
 def convert_tree(src_root: str | os.PathLike[str], dst_root: str | os.PathLike[str], *,
@@ -137,6 +168,7 @@ def convert_tree(src_root: str | os.PathLike[str], dst_root: str | os.PathLike[s
         on_start(sum(p.stat().st_size for p in sources))
     report = BatchReport()
     taken: dict[Path, Path] = {}
+    created: list[Path] = []
     for src in sources:
         dst = dst_root / src.relative_to(src_root).with_suffix(".safetensors")
         if dst in taken:
@@ -145,11 +177,14 @@ def convert_tree(src_root: str | os.PathLike[str], dst_root: str | os.PathLike[s
             continue
         taken[dst] = src
         try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            created.extend(_make_folders(dst.parent))
         except OSError as exc:
             report.items.append(BatchItem(src, dst, "failed", error=f"{dst.parent}: {exc.strerror or exc}"))
             continue
         report.items.append(_convert_one(src, dst, options, progress))
+    for folder in reversed(created):  # folders made for outputs that failed: no empty folders left
+        with contextlib.suppress(OSError):
+            folder.rmdir()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -194,26 +229,32 @@ def convert_variant_folder(folder: str | os.PathLike[str], variant: str, *, dtyp
     updated ``weight_map`` and ``total_size``.
     """
     from ..formats.atomic import atomic_write
-    from ..formats.diffusers_folder import is_index_file, load_json, read_diffusers_folder
+    from ..formats.diffusers_folder import is_index_file, load_json, read_diffusers_folder, shard_files
 
     started = time.perf_counter()
     root = Path(folder)
     if not variant or not variant.replace("_", "").isalnum():
         raise AssetkitError(f"invalid variant name {variant!r}: use letters, digits and _ (e.g. fp16)")
-    target = resolve_dtype(dtype) if dtype else VARIANT_DTYPES.get(variant)
+    named = VARIANT_DTYPES.get(variant)
+    target = resolve_dtype(dtype) if dtype else named
     if target is None:
         raise AssetkitError(f"variant {variant!r} does not name a dtype: add --dtype fp16|bf16|fp32")
+    if named is not None and target != named:
+        raise AssetkitError(f"--variant {variant} names {named} files; --dtype {dtype} would write {target} data "
+                            f"into them: drop --dtype or choose --variant {dtype}")
     pipeline = read_diffusers_folder(root)
     try:
         components = pipeline.components if pipeline.format == "diffusers" else {root.name: pipeline}
         jobs: list[tuple[Path, Path]] = []
         indexes: list[tuple[Path, Path]] = []
         skipped: list[BatchItem] = []
+        missing: list[Path] = []
         for component in components.values():
             for file in component.files:
                 if is_index_file(file.name):
                     if file.name.count(".") == 3:  # plain ``X.<ext>.index.json``; a variant index has one more part
                         indexes.append((file, file.parent / variant_index_name(file.name, variant)))
+                        missing.extend(p for p in shard_files(file) if not p.is_file())
                     continue
                 target_name = variant_name(file.name, variant)
                 if target_name is None:
@@ -222,8 +263,13 @@ def convert_variant_folder(folder: str | os.PathLike[str], variant: str, *, dtyp
                     jobs.append((file, file.parent / target_name))
     finally:
         pipeline.close()
+    if missing:
+        # A variant with a shard left out would load nowhere: fail before writing anything.
+        raise IncompleteInputError(
+            f"{len(missing)} shard file(s) named by the index are missing: "
+            f"{capped([str(p.relative_to(root)) for p in missing], 5)}; nothing was written", where=str(root))
     if not jobs and not skipped:
-        raise AssetkitError("no component weights to convert", where=str(root))
+        raise IncompleteInputError("no component weights to convert", where=str(root))
     if on_start is not None:
         on_start(sum(src.stat().st_size for src, _ in jobs))
     report = BatchReport(items=skipped)
@@ -234,12 +280,15 @@ def convert_variant_folder(folder: str | os.PathLike[str], variant: str, *, dtyp
         report.items.append(item)
         renamed[src.name] = dst.name
     for index, dst in indexes:
-        if any(item.status != "converted" for item in report.items if item.src.parent == index.parent):
+        if any(item.status not in ("converted", "skipped") for item in report.items if item.src.parent == index.parent):
             continue  # a shard failed: writing an index that points at it would only mislead
+        if dst.exists() and not overwrite:
+            report.items.append(BatchItem(index, dst, "skipped", error="output exists (--overwrite replaces it)"))
+            continue
         document = load_json(index)
         weight_map = {name: renamed.get(shard, shard) for name, shard in document.get("weight_map", {}).items()}
-        sizes = {item.dst.name: item.report.bytes for item in report.items
-                 if item.report is not None and item.dst is not None and item.src.parent == index.parent}
+        sizes = {item.dst.name: _tensor_bytes(item) for item in report.items
+                 if item.dst is not None and item.src.parent == index.parent and item.status in ("converted", "skipped")}
         document["weight_map"] = weight_map
         document.setdefault("metadata", {})["total_size"] = sum(sizes.get(s, 0) for s in set(weight_map.values()))
         try:

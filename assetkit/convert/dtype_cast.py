@@ -88,7 +88,7 @@ def _cast_block(raw: memoryview, src_dtype: str, dst_dtype: str) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):  # inf on overflow is the IEEE result, as in torch
         if {src_dtype, dst_dtype} == {"F32", "F64"}:
             return np.frombuffer(raw, dtype=_NUMPY[src_dtype]).astype(_NUMPY[dst_dtype])
-        return _from_f32(_to_f32(raw, src_dtype), dst_dtype)
+        return _from_f32(_to_f32(raw, src_dtype), dst_dtype, src_dtype)
 
 
 def _to_f32(raw: memoryview, src_dtype: str) -> np.ndarray:
@@ -106,7 +106,7 @@ def _to_f32(raw: memoryview, src_dtype: str) -> np.ndarray:
     raise AssertionError(src_dtype)
 
 
-def _from_f32(values: np.ndarray, dst_dtype: str) -> np.ndarray:
+def _from_f32(values: np.ndarray, dst_dtype: str, src_dtype: str = "F32") -> np.ndarray:
     if dst_dtype == "F32":
         return values
     if dst_dtype == "F64":
@@ -128,8 +128,8 @@ def _from_f32(values: np.ndarray, dst_dtype: str) -> np.ndarray:
         rounded += bits
         rounded >>= 16
         out = rounded.astype("<u2")
-        if nan.any():
-            nan_bits = bits[nan]
-            out[nan] = (((nan_bits >> 16) & 0xFFFF) | 0x0040).astype("<u2")
+        # What torch's CPU casts write for any NaN, whatever its sign and payload: 0xFFFF from
+        # float32/float64 (the vectorised cast), 0x7FC0 from float16 (README, "--dtype and NaN").
+        out[nan] = 0x7FC0 if src_dtype == "F16" else 0xFFFF
         return out
     raise AssertionError(dst_dtype)

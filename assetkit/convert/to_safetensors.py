@@ -45,8 +45,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import AssetkitError, FormatError, UnsafeInputError, UnsupportedFormatError, VerificationError
-from ..findings import Finding
-from ..formats import missing_path_error
+from ..findings import Finding, capped
 from ..formats.base import Asset, TensorInfo, read_tensor_bytes
 from ..formats.dtypes import CLI_DTYPES, DTYPES
 from .dtype_cast import cast_bytes, output_dtype
@@ -185,8 +184,9 @@ def select_tensors(asset: Asset, *, state_dict_key: str | None = None, only: str
         prefix = state_dict_key.rstrip(".") + "."
         selected = {name[len(prefix):]: info for name, info in selected.items() if name.startswith(prefix)}
         if not selected:
+            keys = capped(asset.top_level_keys, 12) if asset.top_level_keys else _top_prefixes(names)
             raise AssetkitError(f"--state-dict-key {state_dict_key!r} matches no tensors; top-level keys: "
-                                f"{_top_prefixes(names)}", where=where)
+                                f"{keys}", where=where)
     if only:
         pool = list(selected)
         selected = {name: info for name, info in selected.items() if name.startswith(only)}
@@ -488,15 +488,9 @@ def open_source(src: Path, *, salvage: bool = False, report: ConvertReport | Non
     safetensors files go to the strict reader; anything else is scanned first. Unsupported
     containers (7z, TorchScript...) raise :class:`UnsupportedFormatError` (exit 2).
     """
-    from ..formats import open_asset, reads_as_safetensors, sniff_path
+    from ..formats import open_asset, reads_as_safetensors, require_file, sniff_path
 
-    if not src.exists():
-        raise missing_path_error(src)
-    if src.is_dir():
-        raise AssetkitError("is a folder: give a checkpoint file (or a diffusers folder with --variant)",
-                            where=str(src))
-    if not src.is_file():  # a FIFO or device: opening it could block forever
-        raise UnsupportedFormatError("not a regular file", where=str(src))
+    require_file(src, "a checkpoint file (or a diffusers folder with --variant)")
     if not reads_as_safetensors(sniff_path(src), src):
         _check_safety(src, salvage=salvage, report=report)
     asset = open_asset(src)
@@ -577,12 +571,14 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
                  only: str | None = None, strip_prefix: str | None = None, state_dict_key: str | None = None,
                  keep_metadata: bool = False, metadata: dict[str, str] | None = None, salvage: bool = False,
                  verify: bool = True, overwrite: bool = False, progress: ProgressCallback | None = None,
-                 warn: Callable[[str], None] | None = None) -> ConvertReport:
+                 warn: Callable[[str], None] | None = None,
+                 on_start: Callable[[int], None] | None = None) -> ConvertReport:
     """Convert one checkpoint (torch zip, legacy torch, or safetensors) to a safetensors file.
 
     See the module docstring for the steps. ``dtype`` is ``fp16``/``bf16``/``fp32`` (floating
     tensors only); ``metadata`` adds or overrides header entries; ``progress(n)`` is called with
-    the number of bytes just written; ``warn(line)`` receives salvage warnings (default: stderr).
+    the number of bytes just written, after ``on_start(total_bytes_to_write)`` once the output is
+    planned; ``warn(line)`` receives salvage warnings (default: stderr).
     Raises :class:`UnsafeInputError` (exit 1), :class:`VerificationError` (exit 1),
     :class:`OutputExistsError`, :class:`UnsupportedFormatError` and other :class:`AssetkitError`
     (exit 2). Nothing is ever left at ``dst`` unless the conversion succeeded.
@@ -598,8 +594,16 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
     if dst.suffix.lower() in PICKLE_SUFFIXES:
         raise AssetkitError(f"output name ends in {dst.suffix}, which loaders open as a pickle; "
                             "give it a .safetensors name", where=str(dst))
-    check_destination(dst, overwrite)  # before any work: refuse early, touch nothing
+    if dst.is_dir():
+        raise AssetkitError("output is an existing folder: give a file name (e.g. "
+                            f"{dst / src.with_suffix('.safetensors').name})", where=str(dst))
+    # An unsafe or unreadable source is the news; "output exists" only after it (nothing written either way).
     asset = open_source(src, salvage=salvage, report=report)
+    try:
+        check_destination(dst, overwrite)
+    except BaseException:
+        asset.close()
+        raise
     for line in report.warnings:
         (warn or _warn_stderr)(line)
     source = _Source()
@@ -613,6 +617,8 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
                 asset, only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key),
                 salvaged=report.salvaged, extra=metadata))
         hasher.start()
+        if on_start is not None:
+            on_start(plan.nbytes)
         with SafetensorsWriter(dst, plan.specs(), plan.metadata, overwrite=overwrite) as writer:
             # The sha256 thread, the copy and the disk write-back run side by side; only the header's
             # digest waits for the hash, and it has the placeholder's length, so offsets never move.

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from ..errors import AssetkitError, UnsupportedFormatError
 from .base import Asset, TensorInfo
-from .sniff import sniff
+from .sniff import SAFETENSORS_SUFFIXES, SHOWN_HEAD_BYTES, is_text_head, read_head, shown_head, sniff
 
 __all__ = ["Asset", "TensorInfo", "missing_path_error", "not_a_checkpoint_error", "open_asset",
-           "reads_as_safetensors", "sniff_path"]
+           "os_error_message", "reads_as_safetensors", "require_file", "sniff_path"]
 
 
 def missing_path_error(path: str | os.PathLike[str]) -> AssetkitError:
@@ -31,24 +31,60 @@ def missing_path_error(path: str | os.PathLike[str]) -> AssetkitError:
     return AssetkitError("no such file or directory", where=str(p))
 
 
+def require_file(path: str | os.PathLike[str], purpose: str = "a checkpoint file") -> Path:
+    """``path`` as a regular file, or the one-line error that says what it is instead (missing,
+    a dangling link, a folder, a FIFO or device, which opening could block forever)."""
+    p = Path(path)
+    if not p.exists():
+        raise missing_path_error(p)
+    if p.is_dir():
+        raise AssetkitError(f"is a folder: give {purpose}", where=str(p))
+    if not p.is_file():
+        raise UnsupportedFormatError("not a regular file", where=str(p))
+    return p
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OS error as the end of a one-line message: ``permission denied``, ``is a directory``..."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (exc.strerror or str(exc)).lower() if exc.strerror else str(exc)
+
+
 def sniff_path(path: Path) -> str:
-    """:func:`~assetkit.formats.sniff.sniff`, with an unreadable file as a one-line error."""
+    """:func:`~assetkit.formats.sniff.sniff`, with an unreadable file as a one-line error
+    (``PATH: permission denied``)."""
     try:
         return sniff(path)
+    except PermissionError:
+        raise AssetkitError("permission denied", where=str(path)) from None
     except OSError as exc:
-        raise AssetkitError(f"cannot read: {exc.strerror or exc}", where=str(path)) from None
+        raise AssetkitError(f"cannot read: {os_error_message(exc)}", where=str(path)) from None
+
+
+def _named_safetensors(path: Path) -> bool:
+    return path.suffix.lower() in SAFETENSORS_SUFFIXES
 
 
 def reads_as_safetensors(kind: str, path: Path) -> bool:
     """Whether a file sniffed as ``kind`` goes to the strict safetensors reader: safetensors bytes,
-    or unrecognised bytes under a ``.safetensors`` name (so a broken one is told the exact rule)."""
-    return kind == "safetensors" or (kind == "unknown" and path.suffix.lower() == ".safetensors")
+    or unrecognised binary bytes under a ``.safetensors`` name (so a broken one is told the exact
+    rule). Text under that name (JSON, an LFS pointer) is not a safetensors file at all."""
+    if kind == "safetensors":
+        return True
+    return kind == "unknown" and _named_safetensors(path) and not is_text_head(read_head(path, 8))
 
 
 def not_a_checkpoint_error(kind: str, path: Path) -> UnsupportedFormatError:
     """The one-line error for a file sniffed as empty, unrecognised or a foreign format."""
     if kind == "empty":
         return UnsupportedFormatError("file is empty", where=str(path))
+    if kind == "unknown" and _named_safetensors(path):
+        try:
+            head = shown_head(read_head(path, SHOWN_HEAD_BYTES + 1))
+        except OSError:
+            head = "unreadable bytes"
+        return UnsupportedFormatError(f"not a safetensors file (starts with {head})", where=str(path))
     if kind == "unknown":
         return UnsupportedFormatError("not a checkpoint: neither safetensors, a torch zip nor a pickle",
                                       where=str(path))

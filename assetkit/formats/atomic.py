@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,44 @@ def check_destination(dest: Path, overwrite: bool = False) -> None:
         raise OutputExistsError("exists; pass --overwrite to replace it", where=str(dest))
 
 
+def temp_name(dest_name: str, token: str, pid: int) -> str:
+    """``.<dest name>.<token>-<pid>.tmp``: hidden, beside the output, owned by process ``pid``."""
+    return f".{dest_name}.{token}-{pid}.tmp"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's), or cannot tell: keep its file
+    return True
+
+
+def remove_stale_temporaries(dest: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries a killed run (SIGKILL, power loss) left beside ``dest``.
+
+    Only files of this module's own naming for this very output (``.<name>.<12 hex>-<pid>.tmp``)
+    whose process is gone are removed; a running writer's file is kept. Returns what was removed.
+    """
+    dest = Path(dest)
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.[0-9a-f]{{12}}-(\d+)\.tmp$")
+    removed: list[Path] = []
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        if match is None or _pid_alive(int(match[1])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(dest.parent / name)
+            removed.append(dest.parent / name)
+    return removed
+
+
 def _os_error(action: str, exc: OSError, where: Path) -> AssetkitError:
     return AssetkitError(f"cannot {action}: {exc.strerror or exc}", where=str(where))
 
@@ -63,7 +102,7 @@ def _fsync_folder(folder: Path) -> None:
 class AtomicFile:
     """A binary file that appears at ``dest`` only when :meth:`commit` succeeds.
 
-    The data goes to ``.<dest name>.<random>.tmp`` in the destination folder (same file system,
+    The data goes to ``.<dest name>.<random>-<pid>.tmp`` in the destination folder (same file system,
     so the final rename is atomic). :meth:`commit` flushes, fsyncs, renames into place and
     fsyncs the folder; :meth:`discard` removes the temporary file. Without ``overwrite`` an
     existing ``dest`` is refused up front and, should one appear meanwhile, again at commit
@@ -81,8 +120,9 @@ class AtomicFile:
 
     def _create_temp(self) -> tuple[int, Path]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        remove_stale_temporaries(self.dest)
         for _ in range(_TEMP_ATTEMPTS):
-            temp = self.dest.parent / f".{self.dest.name}.{secrets.token_hex(6)}.tmp"
+            temp = self.dest.parent / temp_name(self.dest.name, secrets.token_hex(6), os.getpid())
             try:
                 # 0o666 so the umask applies as for any other new file (mkstemp would force 0o600).
                 return os.open(temp, flags, 0o666), temp

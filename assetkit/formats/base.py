@@ -120,6 +120,10 @@ class Asset:
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unwrapped_key: str | None = None
+    #: a pickle's top-level dict keys, as written (``state_dict``, ``global_step``...); empty otherwise
+    top_level_keys: list[str] = field(default_factory=list)
+    #: files and folders the layout names but that are absent (a shard, a listed component folder)
+    missing: list[Path] = field(default_factory=list)
     _maps: dict[Path, mmap.mmap] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- summaries -------------------------------------------------------------------------

@@ -317,6 +317,7 @@ def read_component_folder(folder: Path, variant: str | None = None) -> Asset:
     asset.metadata = metadata
     asset.notes.extend(read_notes)
     asset.files = ([chosen.index] if chosen.index else []) + [f for f in chosen.files if f.is_file()]
+    asset.missing = [f for f in chosen.files if not f.is_file()]
     return asset
 
 
@@ -375,6 +376,7 @@ def read_diffusers_folder(path: str | Path, variant: str | None = None) -> Asset
         folder = root / name
         if not folder.is_dir():
             pipeline.notes.append(f"{name}: listed in model_index.json ({library}.{class_name}) but its folder is missing")
+            pipeline.missing.append(folder)
             continue
         component = read_component_folder(folder, variant)
         pipeline.components[name] = component
@@ -383,6 +385,7 @@ def read_diffusers_folder(path: str | Path, variant: str | None = None) -> Asset
         for tensor_name, info in component.tensors.items():
             pipeline.tensors[f"{name}/{tensor_name}"] = info
         pipeline.files.extend(component.files)
+        pipeline.missing.extend(component.missing)
         pipeline.notes.extend(f"{name}: {note}" for note in component.notes)
     for name in unlisted_component_folders(root, listed):
         pipeline.notes.append(f"{name}: component folder not listed in model_index.json (not read)")

@@ -32,6 +32,25 @@ PICKLE_PROTOCOL_BYTE = 0x80  # PROTO opcode that starts every protocol >= 2 pick
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
+#: File names safetensors files go by (``.sft``: ComfyUI / Black Forest Labs releases).
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+#: Bytes of a file's head shown in a "not a ... file (starts with ...)" message.
+SHOWN_HEAD_BYTES = 16
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def is_text_head(head: bytes) -> bool:
+    """True when the first 8 bytes are printable ASCII text (JSON, YAML, HTML, an LFS pointer...):
+    no binary format assetkit reads starts that way, except protocol-0 pickles (sniffed first)."""
+    return len(head) > 0 and all(b in _TEXT_BYTES for b in head[:8])
+
+
+def shown_head(head: bytes) -> str:
+    """The start of a file for a message: ``'{"a": 1}'``."""
+    text = head[:SHOWN_HEAD_BYTES].decode("latin-1")
+    return repr(text) + ("..." if len(head) > SHOWN_HEAD_BYTES else "")
+
+
 def is_zip_head(head: bytes) -> bool:
     """True when ``head`` starts like a zip archive (a torch zip checkpoint or any other)."""
     return head[:4] in ZIP_MAGICS
@@ -88,9 +107,13 @@ def sniff_bytes(head: bytes, size: int) -> str:
     return "unknown"
 
 
+def read_head(path: Path, n: int = 512) -> bytes:
+    """The first ``n`` bytes of a file."""
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
 def sniff(path: Path) -> str:
     """:func:`sniff_bytes` on a path."""
     size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(512)
-    return sniff_bytes(head, size)
+    return sniff_bytes(read_head(path), size)

@@ -415,6 +415,7 @@ class _Flattener:
     def build(self, root: Any) -> None:
         asset = self.asset
         if isinstance(root, dict):
+            asset.top_level_keys = [str(key) for key in root]
             unwrapped = self._unwrap(root)
             if unwrapped is not None:
                 key, inner = unwrapped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..findings import Finding
 from ..formats.base import Asset
 from .engine import probe
 from .result import ProbeResult
@@ -35,7 +36,7 @@ def inspect_report(asset: Asset, tensors: bool = False, result: ProbeResult | No
         "evidence": identified["evidence"],
         "details": identified["details"],
         "candidates": identified["candidates"],
-        "findings": identified["findings"],
+        "findings": _missing_findings(asset) + identified["findings"],
         "notes": list(asset.notes),
         "files": [str(f) for f in asset.files],
     }
@@ -44,6 +45,19 @@ def inspect_report(asset: Asset, tensors: bool = False, result: ProbeResult | No
             {"name": name, "dtype": info.dtype, "shape": list(info.shape)} for name, info in asset.tensors.items()
         ]
     return report
+
+
+def _missing_findings(asset: Asset) -> list[dict[str, str]]:
+    """A file the layout names but that is absent is an error: nothing can load the model as it is."""
+    found = []
+    for path in asset.missing:
+        where = str(path.relative_to(asset.path)) if path.is_relative_to(asset.path) else str(path)
+        if path.suffix in (".safetensors", ".bin"):
+            found.append(Finding("shard-missing", "error", "shard file named by the index is missing", where))
+        else:
+            found.append(Finding("component-missing", "error",
+                                 "component listed in model_index.json but its folder is missing", where))
+    return [f.to_dict() for f in found]
 
 
 def _plain(value: Any) -> Any:
