@@ -46,7 +46,7 @@ def test_problems_exit_1_with_findings(broken):
     result = run(str(broken))
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert lines[0] == f"FAIL  {broken}: 1 problem(s)"
+    assert lines[0] == f"FAIL  {broken}: 1 problem"
     assert "config-missing-weight" in lines[1] and "conv_in.weight" in lines[1]
 
 

@@ -129,6 +129,11 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 tensor``, ``2 tensors`` (``nouns`` for an irregular plural)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
+
+
 def human_count(n: int) -> str:
     for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= scale:

@@ -8,7 +8,16 @@ from typing import Any
 import click
 
 from ..findings import FAILING
-from ._common import EXIT_OK, EXIT_PROBLEMS, emit_json, handles_errors, human_bytes, human_count, json_option
+from ._common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    emit_json,
+    handles_errors,
+    human_bytes,
+    human_count,
+    json_option,
+    plural,
+)
 
 _METADATA_WIDTH = 100
 _CANDIDATES_SHOWN = 6
@@ -45,13 +54,13 @@ def render_text(report: dict[str, Any]) -> str:
     """The human summary of an :func:`~assetkit.probe.inspect_report` document."""
     lines = [report["summary"]]
     lines.append(f"  path        {report['path']}")
-    lines.append(f"  format      {report['format']}, {report['tensors']} tensors, "
+    lines.append(f"  format      {report['format']}, {plural(report['tensors'], 'tensor')}, "
                  f"{human_count(report['parameters'])} parameters, {human_bytes(report['bytes'])}")
     if report["dtypes"]:
         lines.append("  dtypes      " + ", ".join(f"{dtype} x{n}" for dtype, n in report["dtypes"].items()))
     details = {k: v for k, v in report["details"].items() if k not in ("target_modules",)}
     if details:
-        lines.append("  details     " + "; ".join(f"{k}={_short(v, 60)}" for k, v in details.items()))
+        lines.append("  details     " + "; ".join(f"{k}={_short(plain_text(v), 60)}" for k, v in details.items()))
     if report["components"]:
         lines.append("")
         lines.append("components")
@@ -60,18 +69,18 @@ def render_text(report: dict[str, Any]) -> str:
             rows.append((name, comp["kind"], comp["family"] or "?", str(comp["tensors"]),
                          human_count(comp["parameters"]), human_bytes(comp["bytes"]),
                          ", ".join(f"{d} x{n}" for d, n in comp["dtypes"].items())))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        lines.extend(_table(rows))
     lines.append("")
     lines.append("evidence")
     lines.extend(f"  - {line}" for line in report["evidence"])
     if len(report["candidates"]) > 1:
         lines.append("")
         lines.append("candidates")
+        rows = [("score", "kind", "family", "layout", "prober")]
         for cand in report["candidates"][:_CANDIDATES_SHOWN]:
-            lines.append(f"  {cand['score']:.2f}  {cand['kind']:<18} {cand['family'] or '-':<13} "
-                         f"{cand['layout'] or '-'}")
+            rows.append((f"{cand['score']:.2f}", cand["kind"], cand["family"] or "-", cand["layout"] or "-",
+                         cand["prober"]))
+        lines.extend(_table(rows))
         if len(report["candidates"]) > _CANDIDATES_SHOWN:
             lines.append(f"  ... {len(report['candidates']) - _CANDIDATES_SHOWN} more (see --json)")
     if report["metadata"]:
@@ -79,7 +88,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append("metadata")
         width = min(32, max(len(k) for k in report["metadata"]))
         for key, value in report["metadata"].items():
-            lines.append(f"  {key:<{width}}  {_short(value, _METADATA_WIDTH)}")
+            lines.append(f"  {key:<{width}}  {_short(plain_text(value), _METADATA_WIDTH)}")
     if report["unknown_globals"]:
         lines.append("")
         lines.append("unknown pickle globals (never imported)")
@@ -93,7 +102,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append("findings")
         for finding in report["findings"]:
             where = f" [{finding['where']}]" if finding["where"] else ""
-            lines.append(f"  {finding['severity']:<8} {finding['code']}: {finding['message']}{where}")
+            lines.append(f"  {finding['severity']:<10} {finding['code']}: {finding['message']}{where}")
     else:
         lines.append("findings    none")
     if "tensor_list" in report:
@@ -103,6 +112,24 @@ def render_text(report: dict[str, Any]) -> str:
             shape = "[" + ", ".join(str(d) for d in tensor["shape"]) + "]"
             lines.append(f"  {tensor['name']}  {tensor['dtype']}  {shape}")
     return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as left-aligned columns (the first row is the header), indented by two spaces."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+def plain_text(value: Any) -> str:
+    """A JSON value as a reader writes it: lists joined by commas, dicts as ``key: value``, no reprs."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain_text(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {plain_text(v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value is None else str(value)
 
 
 def _short(value: Any, limit: int) -> str:

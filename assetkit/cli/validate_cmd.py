@@ -10,7 +10,7 @@ import click
 
 from ..errors import AssetkitError
 from ..findings import Finding, render_junit, sort_findings
-from ._common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, emit_json, handles_errors, json_option
+from ._common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, emit_json, handles_errors, json_option, plural
 
 _HELP = """Check checkpoint files and diffusers folders against every rule they must follow.
 
@@ -94,13 +94,13 @@ def _print_human(results: list[dict[str, Any]]) -> None:
         findings = sort_findings(Finding(**p) for p in result["problems"])
         failing = [f for f in findings if f.failing]
         others = len(findings) - len(failing)
-        note = f", {others} note(s)" if others else ""
+        note = f", {plural(others, 'note')}" if others else ""
         if failing:
-            click.echo(f"FAIL  {result['path']}: {len(failing)} problem(s){note}")
+            click.echo(f"FAIL  {result['path']}: {plural(len(failing), 'problem')}{note}")
         else:
-            click.echo(f"OK    {result['path']} ({len(result['checked'])} check(s){note})")
+            click.echo(f"OK    {result['path']} ({plural(len(result['checked']), 'check')}{note})")
         for finding in findings:
             click.echo(f"  {finding.to_text()}")
     if len(results) > 1:
         valid = sum(1 for r in results if r["ok"])
-        click.echo(f"{valid} of {len(results)} path(s) valid")
+        click.echo(f"{valid} of {plural(len(results), 'path')} valid")

@@ -488,10 +488,13 @@ def open_source(src: Path, *, salvage: bool = False, report: ConvertReport | Non
     safetensors files go to the strict reader; anything else is scanned first. Unsupported
     containers (7z, TorchScript...) raise :class:`UnsupportedFormatError` (exit 2).
     """
-    from ..formats import open_asset, reads_as_safetensors, require_file, sniff_path
+    from ..formats import not_a_checkpoint_error, open_asset, reads_as_safetensors, require_file, sniff_path
 
     require_file(src, "a checkpoint file (or a diffusers folder with --variant)")
-    if not reads_as_safetensors(sniff_path(src), src):
+    kind = sniff_path(src)
+    if not reads_as_safetensors(kind, src):
+        if kind not in ("zip", "pickle"):
+            raise not_a_checkpoint_error(kind, src)  # the same line (and exit 2) as inspect and validate
         _check_safety(src, salvage=salvage, report=report)
     asset = open_asset(src)
     if asset.format not in ("safetensors", "torch-zip", "torch-legacy"):
