@@ -205,19 +205,16 @@ def test_header_only_huge_sparse_file_opens_instantly(tmp_path: Path) -> None:
     assert elapsed < 0.5
 
 
-def test_parsing_a_2500_tensor_header_takes_milliseconds(tmp_path: Path) -> None:
+def test_a_2500_tensor_header_parses_completely(tmp_path: Path) -> None:
+    """Its speed is measured by bench/bench_parse.py (no wall-clock bound in a test)."""
     specs = [TensorSpec(f"model.diffusion_model.blocks.{i}.attn.to_q.weight", "F16", (8, 4)) for i in range(2500)]
     path = tmp_path / "many.safetensors"
     with SafetensorsWriter(path, specs, {"format": "pt"}) as writer:
         writer.write(bytes(sum(spec.nbytes for spec in specs)))
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        asset = read_safetensors(path)
-        timings.append(time.perf_counter() - started)
-    assert len(asset.tensors) == 2500
-    # About 7 ms here on a loaded machine; the bound only catches accidental quadratic work.
-    assert min(timings) < 0.1, f"{min(timings) * 1e3:.1f} ms"
+    with read_safetensors(path) as asset:
+        assert len(asset.tensors) == 2500
+        assert [name for name in asset.tensors] == [spec.name for spec in specs]
+        assert all(info.shape == (8, 4) and info.dtype == "F16" for info in asset.tensors.values())
 
 
 def test_check_reports_nothing_for_valid_library_files(tmp_path: Path) -> None:

@@ -277,22 +277,15 @@ def test_cli_on_benign_folder(tmp_path: Path):
     assert b"<testsuite" in junit.read_bytes() and b'failures="0"' in junit.read_bytes()
 
 
-def test_in_memory_sd_scale_pickle_is_fast(tmp_path: Path):
-    """An SD-1.x-sized data.pkl (1,143 tensors) interprets well under 100 ms."""
-    import time
-
-    from assetkit.formats.pickle_vm import run_pickle
+def test_sd_scale_data_pkl_interprets_completely(tmp_path: Path):
+    """An SD-1.x-sized data.pkl (1,143 tensors) interprets to every tensor (its speed: bench/bench_parse.py)."""
+    from assetkit.formats.pickle_vm import TensorRef, run_pickle
 
     layout = json.loads((Path(__file__).resolve().parents[2] / "shared/layouts/sd15.json").read_text())["keys"]
     buf = io.BytesIO()
     torch.save({"state_dict": {k: torch.zeros(1, dtype=torch.float16) for k in layout}}, buf)
     with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
         data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
-    best = min(_timed(run_pickle, data, time) for _ in range(3))
-    assert best < 0.1
-
-
-def _timed(fn, data, time) -> float:
-    start = time.perf_counter()
-    fn(data)
-    return time.perf_counter() - start
+    value, _trace = run_pickle(data)
+    assert list(value["state_dict"]) == list(layout)
+    assert all(isinstance(t, TensorRef) for t in value["state_dict"].values())
