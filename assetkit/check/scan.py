@@ -51,7 +51,7 @@ from ..errors import AssetkitError, FormatError
 from ..findings import FAILING, SEVERITIES, Finding, sort_findings
 from ..formats import missing_path_error
 from ..formats.pickle_vm import Limits, PersistentRef, PickleLimitError, PickleVM, PickleVMError, Trace
-from ..formats.sniff import foreign_kind, is_pickle_head, is_safetensors_head, is_zip_head
+from ..formats.sniff import SCANNED_SUFFIXES, foreign_kind, is_pickle_head, is_safetensors_head, is_zip_head
 from ..formats.torch_pickle import (
     LEGACY_MAGIC,
     MAX_PICKLE_MEMBER,
@@ -67,10 +67,7 @@ __all__ = ["VERDICTS", "ScanResult", "classify_global", "scan_path", "scan_paths
 VERDICTS = ("safe", "unsafe", "unsupported", "error")
 
 #: File name suffixes collected when walking folders (any file whose magic is a pickle or zip is too).
-CHECKPOINT_SUFFIXES = frozenset({
-    ".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".pkl", ".pickle", ".zip", ".7z", ".gz", ".tgz",
-    ".tar", ".bz2", ".xz", ".zst", ".rar", ".npy", ".npz", ".joblib", ".model", ".sft", ".data", ".dat",
-})
+CHECKPOINT_SUFFIXES = frozenset(SCANNED_SUFFIXES)
 
 # ---------------------------------------------------------------------------------------------
 # Classification of globals

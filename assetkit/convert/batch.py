@@ -25,10 +25,11 @@ from ..errors import (
 )
 from ..findings import capped
 from ..formats.dtypes import VARIANT_DTYPES
+from ..formats.sniff import PICKLE_SUFFIXES as _PICKLE_SUFFIXES
 from .to_safetensors import ConvertReport, ProgressCallback, convert_file, resolve_dtype
 
 #: Files a folder conversion picks up (pickle checkpoints); ``.safetensors`` only with a transformation.
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+PICKLE_SUFFIXES = _PICKLE_SUFFIXES
 
 
 @dataclass

@@ -48,6 +48,7 @@ from ..errors import AssetkitError, FormatError, UnsafeInputError, UnsupportedFo
 from ..findings import Finding, capped
 from ..formats.base import Asset, TensorInfo, read_tensor_bytes
 from ..formats.dtypes import CLI_DTYPES, DTYPES
+from ..formats.sniff import PICKLE_SUFFIXES as _PICKLE_SUFFIXES
 from .dtype_cast import cast_bytes, output_dtype
 
 #: Bytes moved per read/cast/compare step.
@@ -55,7 +56,7 @@ CHUNK_BYTES = 16 * 1024 * 1024
 #: Source bytes cast per step (the cast result is a new array: keep it small).
 CAST_CHUNK_BYTES = 4 * 1024 * 1024
 #: Output names that torch.load / diffusers would take for a pickle: refused for a safetensors output.
-PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
+PICKLE_SUFFIXES = frozenset(_PICKLE_SUFFIXES)
 #: Metadata keys written by assetkit.
 META_FORMAT = "format"
 META_SOURCE_SHA256 = "assetkit.source_sha256"

@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import FormatError, UnsupportedFormatError
 from ..findings import capped
 from .base import Asset, TensorInfo
+from .sniff import CHECKPOINT_SUFFIXES as _CHECKPOINT_SUFFIXES
 
 __all__ = [
     "COMPONENT_MARKERS",
@@ -66,7 +67,7 @@ FOREIGN_WEIGHT_SUFFIXES = (".msgpack", ".h5", ".onnx", ".gguf", ".pb")
 #: Names listed in a note before "(+N more)".
 NOTE_LIST_LIMIT = 5
 #: Loose checkpoint files: a folder of these alone is not a diffusers folder.
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+CHECKPOINT_SUFFIXES = _CHECKPOINT_SUFFIXES
 
 
 @dataclass

@@ -21,11 +21,33 @@ import codecs
 import gc
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import FormatError
-from .dtypes import BY_STORAGE_CLASS, BY_TORCH_NAME
+from .pickle_allowlist import (  # noqa: F401 - re-exported: importable from pickle_vm as before
+    ALLOWLIST,
+    STANDINS,
+)
+from .pickle_values import (  # noqa: F401 - re-exported: importable from pickle_vm as before
+    DEFAULT_LIMITS,
+    GlobalRef,
+    Inert,
+    InertDict,
+    Limits,
+    NumpyDType,
+    PersistentRef,
+    PickleLimitError,
+    PickleVMError,
+    StandIn,
+    StorageType,
+    TensorRef,
+    TorchDType,
+    Trace,
+    TraceEvent,
+    UnknownCall,
+    UnknownGlobal,
+    _BadArgs,
+    _check_key,
+)
 
 __all__ = [
     "ALLOWLIST",
@@ -41,416 +63,6 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors and limits
-# ---------------------------------------------------------------------------------------------
-class PickleVMError(FormatError):
-    """The byte stream is not a valid pickle (or uses something the VM refuses)."""
-
-    def __init__(self, message: str, where: str | None = None, code: str = "pickle-error",
-                 position: int | None = None) -> None:
-        super().__init__(message, where, code)
-        self.position = position
-
-
-class PickleLimitError(PickleVMError):
-    """A hard cap (:class:`Limits`) was exceeded: the stream is hostile or absurdly large."""
-
-    def __init__(self, message: str, where: str | None = None, position: int | None = None) -> None:
-        super().__init__(message, where, "pickle-limit", position)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Hard caps on what one pickle may cost. Defaults leave room for any real checkpoint."""
-
-    max_opcodes: int = 5_000_000
-    max_memo: int = 1_000_000
-    max_stack: int = 1_000_000  #: items on the current stack
-    max_marks: int = 100_000  #: nested MARKs
-    max_bytes: int = 512 * 1024 * 1024  #: total length of all strings/bytes read
-    max_item: int = 256 * 1024 * 1024  #: length of one string/bytes/int argument
-    max_frame: int = 256 * 1024 * 1024  #: FRAME length
-    max_persistent_ids: int = 1_000_000
-    max_line: int = 256 * 1024 * 1024  #: text-protocol argument lines
-    max_key_depth: int = 64  #: nesting of tuples used as dict keys / set items
-
-
-DEFAULT_LIMITS = Limits()
-
-
-# ---------------------------------------------------------------------------------------------
-# Trace
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GlobalRef:
-    """One global named by the stream. ``module``/``name`` are as written; ``canonical`` is the
-    ``module.name`` pickle would look up (protocol < 3 maps Python 2 names, ``__builtin__`` ->
-    ``builtins``). ``allowed`` is True only for exact :data:`ALLOWLIST` entries."""
-
-    module: str
-    name: str
-    position: int
-    opcode: str
-    canonical_module: str
-    canonical_name: str
-    allowed: bool
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.module}.{self.name}"
-
-    @property
-    def canonical(self) -> str:
-        return f"{self.canonical_module}.{self.canonical_name}"
-
-
-@dataclass(frozen=True)
-class TraceEvent:
-    """An opcode the scanner should judge: ``kind`` is one of ``ext``, ``call-unknown``,
-    ``newobj-unknown``, ``build-unknown``, ``build-dunder``, ``inst``, ``obj``, ``persid``,
-    ``bad-call`` (an allowlisted stand-in called with arguments it does not accept),
-    ``next-buffer``."""
-
-    kind: str
-    position: int
-    detail: str
-    target: str = ""  #: ``module.name`` of the global involved (``result of m.n`` for a call's result)
-
-
-@dataclass
-class Trace:
-    globals: list[GlobalRef] = field(default_factory=list)
-    events: list[TraceEvent] = field(default_factory=list)
-    persistent_ids: int = 0
-    opcodes: int = 0
-    protocol: int = 0
-    start: int = 0
-    end: int = 0  #: position after the last opcode read
-    stopped: bool = False  #: ended with STOP
-
-    def unknown_names(self) -> list[str]:
-        return sorted({g.qualname for g in self.globals if not g.allowed})
-
-
-# ---------------------------------------------------------------------------------------------
-# Inert values
-# ---------------------------------------------------------------------------------------------
-class Inert:
-    """Base class of every value the VM makes up in place of a real object. Hashed by identity."""
-
-    __slots__ = ()
-
-
-class UnknownGlobal(Inert):
-    """A global that is not on the allowlist: never imported, just named."""
-
-    __slots__ = ("module", "name", "position")
-
-    def __init__(self, module: str, name: str, position: int) -> None:
-        self.module, self.name, self.position = module, name, position
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.module}.{self.name}"
-
-    def __repr__(self) -> str:
-        return f"<unknown global {self.qualname}>"
-
-
-class UnknownCall(Inert):
-    """What calling / instantiating an unknown global (or a bad call) would have produced."""
-
-    __slots__ = ("func", "args", "kwargs", "state", "items", "position")
-
-    def __init__(self, func: Any, args: Any, position: int, kwargs: Any = None) -> None:
-        self.func, self.args, self.kwargs, self.position = func, args, kwargs, position
-        self.state: list[Any] = []
-        self.items: list[Any] = []
-
-    @property
-    def qualname(self) -> str:
-        return getattr(self.func, "qualname", type(self.func).__name__)
-
-    def __repr__(self) -> str:
-        return f"<inert call of {self.qualname}>"
-
-
-class PersistentRef(Inert):
-    """A persistent id (torch: ``('storage', storage_type, key, location, numel)``)."""
-
-    __slots__ = ("pid", "position")
-
-    def __init__(self, pid: Any, position: int) -> None:
-        self.pid, self.position = pid, position
-
-    def __repr__(self) -> str:
-        return f"<persistent id at {self.position}>"
-
-
-class StorageType(Inert):
-    """``torch.HalfStorage`` & co. ``dtype`` is the safetensors id, None for ``UntypedStorage``."""
-
-    __slots__ = ("name", "dtype")
-
-    def __init__(self, name: str, dtype: str | None) -> None:
-        self.name, self.dtype = name, dtype
-
-    def __repr__(self) -> str:
-        return f"<storage type {self.name}>"
-
-
-class TorchDType(Inert):
-    """``torch.float16`` & co."""
-
-    __slots__ = ("name", "dtype")
-
-    def __init__(self, name: str, dtype: str) -> None:
-        self.name, self.dtype = name, dtype
-
-    def __repr__(self) -> str:
-        return f"torch.{self.name}"
-
-
-class TensorRef(Inert):
-    """A tensor as ``_rebuild_tensor_v2`` & co. would build it: a view of a storage."""
-
-    __slots__ = ("storage", "storage_offset", "size", "stride", "dtype", "parameter", "position")
-
-    def __init__(self, storage: Any, storage_offset: Any, size: Any, stride: Any, dtype: Any,
-                 position: int) -> None:
-        self.storage, self.storage_offset, self.size, self.stride = storage, storage_offset, size, stride
-        self.dtype = dtype  #: TorchDType for _rebuild_tensor_v3, else None (from the storage type)
-        self.parameter = False
-        self.position = position
-
-    def __repr__(self) -> str:
-        return f"<tensor {self.size!r}>"
-
-
-class NumpyDType(Inert):
-    """``numpy.dtype(descr)`` for a plain scalar type (``'<f8'``...)."""
-
-    __slots__ = ("descr", "byteorder")
-
-    def __init__(self, descr: str) -> None:
-        self.descr, self.byteorder = descr, "="
-
-
-class InertDict(dict):
-    """What ``collections.OrderedDict`` becomes: a dict that can also take BUILD state
-    (torch state dicts carry ``_metadata``)."""
-
-    __slots__ = ("attrs",)
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.attrs: dict[str, Any] = {}
-
-
-class _BadArgs(Exception):
-    """Raised by a stand-in that does not accept its arguments."""
-
-
-@dataclass(frozen=True)
-class StandIn:
-    """An allowlisted (or known-inert) name: ``call(args, position)`` builds an inert value."""
-
-    module: str
-    name: str
-    call: Callable[[tuple, int], Any] | None = None  #: None: the name is a value, not callable
-    value: Any = None  #: what the global itself evaluates to when not merely called
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.module}.{self.name}"
-
-    def __repr__(self) -> str:
-        return f"<{self.qualname}>"
-
-
-# ---------------------------------------------------------------------------------------------
-# Stand-ins
-# ---------------------------------------------------------------------------------------------
-def _rebuild_tensor_v2(args: tuple, position: int) -> TensorRef:
-    if not 4 <= len(args) <= 7:
-        raise _BadArgs(f"expects 4 to 7 arguments, got {len(args)}")
-    return TensorRef(args[0], args[1], args[2], args[3], None, position)
-
-
-def _rebuild_tensor_v3(args: tuple, position: int) -> TensorRef:
-    if not 7 <= len(args) <= 8:
-        raise _BadArgs(f"expects 7 or 8 arguments, got {len(args)}")
-    if not isinstance(args[6], TorchDType):
-        raise _BadArgs("dtype argument is not a torch dtype")
-    return TensorRef(args[0], args[1], args[2], args[3], args[6], position)
-
-
-def _rebuild_tensor(args: tuple, position: int) -> TensorRef:
-    if len(args) != 4:
-        raise _BadArgs(f"expects 4 arguments, got {len(args)}")
-    return TensorRef(args[0], args[1], args[2], args[3], None, position)
-
-
-def _rebuild_parameter(args: tuple, position: int) -> Any:
-    if len(args) not in (3, 4) or not isinstance(args[0], TensorRef):
-        raise _BadArgs("expects (tensor, requires_grad, backward_hooks[, state])")
-    args[0].parameter = True
-    return args[0]
-
-
-def _rebuild_from_type_v2(args: tuple, position: int) -> Any:
-    # (func, new_type, args, state): torch calls func(*args) then sets the state on the result.
-    if len(args) != 4 or not isinstance(args[0], StandIn) or args[0].call is None:
-        raise _BadArgs("expects (allowlisted rebuild function, type, args, state)")
-    if not isinstance(args[1], StandIn) or args[1].qualname not in _TENSOR_TYPES:
-        raise _BadArgs("new type is not torch.Tensor or torch.nn.Parameter")
-    if not isinstance(args[2], tuple):
-        raise _BadArgs("args is not a tuple")
-    return args[0].call(args[2], position)
-
-
-def _ordered_dict(args: tuple, position: int) -> InertDict:
-    if not args:
-        return InertDict()
-    if len(args) == 1 and isinstance(args[0], (list, tuple)):
-        out = InertDict()
-        for pair in args[0]:
-            if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
-                raise _BadArgs("items are not (key, value) pairs")
-            _check_key(pair[0], DEFAULT_LIMITS.max_key_depth)
-            out[pair[0]] = pair[1]
-        return out
-    raise _BadArgs("expects no argument or a list of pairs")
-
-
-def _torch_size(args: tuple, position: int) -> tuple:
-    if len(args) == 1 and isinstance(args[0], (list, tuple)) and all(type(d) is int for d in args[0]):
-        return tuple(args[0])
-    raise _BadArgs("expects a sequence of ints")
-
-
-def _torch_device(args: tuple, position: int) -> str:
-    if 1 <= len(args) <= 2 and isinstance(args[0], str) and (len(args) == 1 or type(args[1]) is int):
-        return args[0] if len(args) == 1 else f"{args[0]}:{args[1]}"
-    raise _BadArgs("expects (type[, index])")
-
-
-def _make_set(args: tuple, position: int) -> set:
-    if not args:
-        return set()
-    if len(args) == 1 and isinstance(args[0], (list, tuple, set, frozenset)):
-        for item in args[0]:
-            _check_key(item, DEFAULT_LIMITS.max_key_depth)
-        return set(args[0])
-    raise _BadArgs("expects one list")
-
-
-def _make_frozenset(args: tuple, position: int) -> frozenset:
-    return frozenset(_make_set(args, position))
-
-
-def _make_bytearray(args: tuple, position: int) -> bytearray:
-    if not args:
-        return bytearray()
-    if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
-        return bytearray(args[0])
-    if len(args) == 2 and isinstance(args[0], str) and args[1] in _LATIN1:
-        return bytearray(args[0].encode("latin-1"))
-    raise _BadArgs("expects bytes")
-
-
-def _make_bytes(args: tuple, position: int) -> bytes:
-    # Protocols < 3 pickle b"" as builtins.bytes(); only that and bytes(bytes) are accepted.
-    if not args:
-        return b""
-    if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
-        return bytes(args[0])
-    raise _BadArgs("expects no argument")
-
-
-_LATIN1 = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1"})
-
-
-def _codecs_encode(args: tuple, position: int) -> bytes:
-    # Protocol 2 pickles ``bytes`` as _codecs.encode(str, 'latin1'). Only that exact form.
-    if len(args) == 2 and isinstance(args[0], str) and args[1] in _LATIN1:
-        try:
-            return args[0].encode("latin-1")
-        except UnicodeEncodeError:
-            raise _BadArgs("text is not latin-1") from None
-    raise _BadArgs("only encode(str, 'latin1') is accepted")
-
-
-_NUMPY_SCALAR_CODES = {
-    "b1": "?", "i1": "b", "u1": "B", "i2": "h", "u2": "H", "i4": "i", "u4": "I", "i8": "q",
-    "u8": "Q", "f2": "e", "f4": "f", "f8": "d",
-}
-
-
-def _numpy_dtype(args: tuple, position: int) -> NumpyDType:
-    if 1 <= len(args) <= 3 and isinstance(args[0], str) and args[0].lstrip("<>|=") in _NUMPY_SCALAR_CODES:
-        return NumpyDType(args[0])
-    raise _BadArgs("only plain numeric dtypes are decoded")
-
-
-def _numpy_scalar(args: tuple, position: int) -> Any:
-    if len(args) == 2 and isinstance(args[0], NumpyDType) and isinstance(args[1], (bytes, bytearray)):
-        descr = args[0].descr
-        order = descr[0] if descr[0] in "<>" else args[0].byteorder
-        code = _NUMPY_SCALAR_CODES[descr.lstrip("<>|=")]
-        fmt = (">" if order == ">" else "<") + code
-        if struct.calcsize(fmt) == len(args[1]):
-            value = struct.unpack(fmt, args[1])[0]
-            return bool(value) if code == "?" else value
-    raise _BadArgs("not a plain numeric scalar")
-
-
-#: Tensor types ``_rebuild_from_type_v2`` may name.
-_TENSOR_TYPES = frozenset({"torch.Tensor", "torch.nn.parameter.Parameter"})
-
-
-def _build_standins() -> tuple[dict[tuple[str, str], StandIn], frozenset[tuple[str, str]]]:
-    allowed: dict[tuple[str, str], StandIn] = {}
-
-    def add(module: str, name: str, call: Callable[[tuple, int], Any] | None = None, value: Any = None) -> None:
-        allowed[(module, name)] = StandIn(module, name, call, value)
-
-    add("torch._utils", "_rebuild_tensor", _rebuild_tensor)
-    add("torch._utils", "_rebuild_tensor_v2", _rebuild_tensor_v2)
-    add("torch._utils", "_rebuild_tensor_v3", _rebuild_tensor_v3)
-    add("torch._utils", "_rebuild_parameter", _rebuild_parameter)
-    add("torch._utils", "_rebuild_parameter_with_state", _rebuild_parameter)
-    add("torch._tensor", "_rebuild_from_type_v2", _rebuild_from_type_v2)
-    add("torch", "Tensor")
-    add("torch.nn.parameter", "Parameter")
-    for storage_class, row in BY_STORAGE_CLASS.items():
-        add("torch", storage_class, value=StorageType(storage_class, row.id))
-    add("torch", "UntypedStorage", value=StorageType("UntypedStorage", None))
-    add("torch.storage", "UntypedStorage", value=StorageType("UntypedStorage", None))
-    for torch_name, row in BY_TORCH_NAME.items():
-        add("torch", torch_name, value=TorchDType(torch_name, row.id))
-    add("torch", "Size", _torch_size)
-    add("torch", "device", _torch_device)
-    add("collections", "OrderedDict", _ordered_dict)
-    add("builtins", "set", _make_set)
-    add("builtins", "frozenset", _make_frozenset)
-    add("builtins", "bytearray", _make_bytearray)
-    add("builtins", "bytes", _make_bytes)
-    add("_codecs", "encode", _codecs_encode)
-    allowlist = frozenset(allowed)
-    # Known-inert decoders for names that are NOT on the allowlist (the scanner reports them as
-    # info): numpy scalars in training metadata. Still never imported.
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        add(module, "scalar", _numpy_scalar)
-    add("numpy", "dtype", _numpy_dtype)
-    return allowed, allowlist
-
-
-#: (module, name) -> stand-in, for the allowlist plus the known-inert decoders.
-STANDINS, ALLOWLIST = _build_standins()
-
-
-# ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
 def canonical_global(module: str, name: str, proto: int) -> tuple[str, str]:
@@ -462,25 +74,6 @@ def canonical_global(module: str, name: str, proto: int) -> tuple[str, str]:
             return mapped
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
     return module, name
-
-
-_KEY_TYPES = (str, int, float, bool, bytes, type(None), complex, Inert, StandIn)
-
-
-def _check_key(value: Any, max_depth: int) -> None:
-    """Refuse values that cannot be dict keys / set items, and tuples nested so deep that
-    hashing them would overflow the C stack. Iterative: never recurses itself."""
-    if isinstance(value, _KEY_TYPES):
-        return
-    todo = [(value, 0)]
-    while todo:
-        item, depth = todo.pop()
-        if isinstance(item, (tuple, frozenset)):
-            if depth >= max_depth:
-                raise PickleVMError(f"dict key / set item nested deeper than {max_depth} levels")
-            todo.extend((child, depth + 1) for child in item)
-        elif not isinstance(item, _KEY_TYPES):
-            raise PickleVMError(f"unhashable {type(item).__name__} used as a dict key or set item")
 
 
 def _target_name(value: Any) -> str:

@@ -32,6 +32,7 @@ from ..findings import Finding
 from .atomic import AtomicFile, check_destination
 from .base import Asset, TensorInfo
 from .dtypes import DTYPES
+from .sniff import HEADER_CAP  # the one definition, shared with sniffing
 
 __all__ = [
     "HEADER_CAP",
@@ -44,8 +45,6 @@ __all__ = [
     "read_safetensors",
 ]
 
-#: Largest header the format allows (the reference implementation's limit).
-HEADER_CAP = 100_000_000
 METADATA_KEY = "__metadata__"
 _ENTRY_FIELDS = ("dtype", "shape", "data_offsets")
 _ENTRY_KEYS = frozenset(_ENTRY_FIELDS)

@@ -24,12 +24,25 @@ FOREIGN_MAGIC: list[tuple[bytes, int, str]] = [
     (b"ONNX", 0, "ONNX model"),
 ]
 
-#: The safetensors header-length cap (formats.safetensors.HEADER_CAP; not imported: sniffing stays light).
+#: Largest safetensors header the format allows (the reference implementation's limit); the
+#: strict reader (formats.safetensors) and sniffing share this one definition.
 HEADER_CAP = 100_000_000
 
 PICKLE_PROTOCOL_BYTE = 0x80  # PROTO opcode that starts every protocol >= 2 pickle
 #: A zip archive starts with a local file header, or (empty archive) the end-of-central-directory record.
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+ZIP_LOCAL_MAGIC = b"PK\x03\x04"
+ZIP_MAGICS = (ZIP_LOCAL_MAGIC, b"PK\x05\x06")
+
+# ---- file names ---------------------------------------------------------------------------------
+# Names never decide what a file is (its bytes do); they decide which files a folder walk picks up
+# and which output names are refused. One definition each, for every layer.
+#: Pickle checkpoints by name (torch.save, diffusers/transformers ``.bin``, plain pickles).
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
+#: Any checkpoint file by name: pickles and safetensors (``.sft``: ComfyUI / Black Forest Labs).
+CHECKPOINT_SUFFIXES = PICKLE_SUFFIXES + (".safetensors", ".sft")
+#: What ``scan`` also collects from a folder: wrappers and other containers a payload may hide in.
+SCANNED_SUFFIXES = CHECKPOINT_SUFFIXES + (".zip", ".7z", ".gz", ".tgz", ".tar", ".bz2", ".xz", ".zst", ".rar",
+                                          ".npy", ".npz", ".joblib", ".model", ".data", ".dat")
 
 
 #: File names safetensors files go by (``.sft``: ComfyUI / Black Forest Labs releases).

@@ -42,7 +42,7 @@ from .pickle_vm import (
     UnknownCall,
     UnknownGlobal,
 )
-from .sniff import is_pickle_head, is_zip_head
+from .sniff import ZIP_LOCAL_MAGIC, is_pickle_head, is_zip_head
 
 __all__ = [
     "LEGACY_MAGIC",
@@ -56,7 +56,6 @@ __all__ = [
 #: The first pickle of a legacy torch file holds this number.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
-ZIP_LOCAL_MAGIC = b"PK\x03\x04"
 #: Member names (below the root folder) that torch itself writes, besides ``data/<key>``.
 TORCH_ZIP_MEMBERS = frozenset(
     {"data.pkl", "byteorder", "version", ".format_version", ".storage_alignment",
