@@ -116,11 +116,15 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
     tensor compared with the source unless --no-verify. Exit codes: 0 ok, 1 unsafe input or
     verification failed, 2 usage error or unreadable input.
     """
+    from ..convert import ConvertOptions
     from ..convert.batch import convert_tree, convert_variant_folder
     from ..convert.to_safetensors import convert_file
 
     extra = _parse_metadata(metadata_items)
     verify = not no_verify
+    options = ConvertOptions(dtype=dtype, only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key,
+                             keep_metadata=keep_metadata, metadata=extra, salvage=salvage, verify=verify,
+                             overwrite=overwrite)
     if variant is not None:
         if not source.is_dir():
             raise AssetkitError("--variant needs a diffusers folder", where=str(source))
@@ -142,10 +146,7 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
                                 where=str(source))
         bar = _ByteProgress(not json_output, "converting")
         try:
-            batch = convert_tree(source, output, on_start=bar.start, progress=bar.advance, dtype=dtype,
-                                 only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key,
-                                 keep_metadata=keep_metadata, metadata=extra, verify=verify,
-                                 overwrite=overwrite)
+            batch = convert_tree(source, output, on_start=bar.start, progress=bar.advance, options=options)
         finally:
             bar.finish()
         _finish_batch(batch, json_output)
@@ -156,9 +157,7 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
         output = source.with_suffix(".safetensors")
     bar = _ByteProgress(not json_output, "converting")
     try:
-        report = convert_file(source, output, dtype=dtype, only=only, strip_prefix=strip_prefix,
-                              state_dict_key=state_dict_key, keep_metadata=keep_metadata, metadata=extra,
-                              salvage=salvage, verify=verify, overwrite=overwrite,
+        report = convert_file(source, output, options=options,
                               warn=lambda line: click.echo(f"assetkit: warning: {line}", err=True),
                               on_start=bar.start, progress=bar.advance)
     except UnsafeInputError as exc:

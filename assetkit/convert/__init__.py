@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .batch import BatchItem, BatchReport, convert_tree, convert_variant_folder
 from .dtype_cast import CASTABLE, cast_bytes, output_dtype
+from .options import ConvertOptions
 from .to_safetensors import ConversionPlan, ConvertReport, convert_file, plan_conversion, select_tensors
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "BatchItem",
     "BatchReport",
     "ConversionPlan",
+    "ConvertOptions",
     "ConvertReport",
     "cast_bytes",
     "convert_file",

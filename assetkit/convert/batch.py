@@ -26,6 +26,7 @@ from ..errors import (
 from ..findings import capped
 from ..formats.dtypes import VARIANT_DTYPES
 from ..formats.sniff import PICKLE_SUFFIXES as _PICKLE_SUFFIXES
+from .options import ConvertOptions
 from .to_safetensors import ConvertReport, ProgressCallback, convert_file, resolve_dtype
 
 #: Files a folder conversion picks up (pickle checkpoints); ``.safetensors`` only with a transformation.
@@ -89,7 +90,7 @@ class BatchReport:
                 "index_files": [str(p) for p in self.extra_files], "summary": self.summary()}
 
 
-def _convert_one(src: Path, dst: Path, options: dict[str, Any], progress: ProgressCallback | None) -> BatchItem:
+def _convert_one(src: Path, dst: Path, options: ConvertOptions, progress: ProgressCallback | None) -> BatchItem:
     """Run one conversion, turning every expected failure into an item instead of an exception."""
 
     def reason(exc: AssetkitError) -> str:
@@ -97,7 +98,7 @@ def _convert_one(src: Path, dst: Path, options: dict[str, Any], progress: Progre
         return exc.message if exc.where in (None, str(src)) else str(exc)
 
     try:
-        report = convert_file(src, dst, progress=progress, **options)
+        report = convert_file(src, dst, progress=progress, options=options)
     except UnsafeInputError as exc:
         return BatchItem(src, dst, "unsafe", error=reason(exc), findings=list(exc.findings))
     except OutputExistsError:
@@ -146,14 +147,15 @@ def _make_folders(folder: Path) -> list[Path]:
 
 def convert_tree(src_root: str | os.PathLike[str], dst_root: str | os.PathLike[str], *,
                  on_start: Callable[[int], None] | None = None, progress: ProgressCallback | None = None,
-                 **options: Any) -> BatchReport:
+                 options: ConvertOptions | None = None, **settings: Any) -> BatchReport:
     """Convert every checkpoint under ``src_root`` to ``dst_root``, keeping relative paths.
 
     ``a/b.ckpt`` becomes ``dst_root/a/b.safetensors``. ``.safetensors`` inputs are included when
     a transformation (``dtype``, ``only``, ``strip_prefix``, ``state_dict_key``) is asked for.
     ``on_start(total_source_bytes)`` is called once before the first file (for a progress bar).
-    Other keyword arguments go to :func:`convert_file`.
+    ``options`` (:class:`ConvertOptions`), or ``convert_file``'s keyword arguments, say how.
     """
+    options = options or ConvertOptions.from_kwargs(**settings)
     started = time.perf_counter()
     src_root, dst_root = Path(src_root), Path(dst_root)
     if not src_root.is_dir():
@@ -162,8 +164,7 @@ def convert_tree(src_root: str | os.PathLike[str], dst_root: str | os.PathLike[s
         raise AssetkitError("output must be a folder when the input is a folder", where=str(dst_root))
     if dst_root.resolve() == src_root.resolve():
         raise AssetkitError("output folder is the input folder: choose another one", where=str(dst_root))
-    transform = any(options.get(key) for key in ("dtype", "only", "strip_prefix", "state_dict_key"))
-    sources = [p for p in find_checkpoints(src_root, include_safetensors=transform)
+    sources = [p for p in find_checkpoints(src_root, include_safetensors=options.transforms)
                if dst_root.resolve() not in p.resolve().parents]
     if on_start is not None:
         on_start(sum(p.stat().st_size for p in sources))
@@ -274,7 +275,7 @@ def convert_variant_folder(folder: str | os.PathLike[str], variant: str, *, dtyp
     if on_start is not None:
         on_start(sum(src.stat().st_size for src, _ in jobs))
     report = BatchReport(items=skipped)
-    options = {"dtype": target, "overwrite": overwrite, "verify": verify, "keep_metadata": True}
+    options = ConvertOptions(dtype=target, overwrite=overwrite, verify=verify, keep_metadata=True)
     renamed: dict[str, str] = {}
     for src, dst in jobs:
         item = _convert_one(src, dst, options, progress)

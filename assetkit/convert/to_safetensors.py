@@ -50,6 +50,7 @@ from ..formats.base import Asset, TensorInfo, read_tensor_bytes
 from ..formats.dtypes import CLI_DTYPES, DTYPES
 from ..formats.sniff import PICKLE_SUFFIXES as _PICKLE_SUFFIXES
 from .dtype_cast import cast_bytes, output_dtype
+from .options import ConvertOptions
 
 #: Bytes moved per read/cast/compare step.
 CHUNK_BYTES = 16 * 1024 * 1024
@@ -576,7 +577,8 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
                  keep_metadata: bool = False, metadata: dict[str, str] | None = None, salvage: bool = False,
                  verify: bool = True, overwrite: bool = False, progress: ProgressCallback | None = None,
                  warn: Callable[[str], None] | None = None,
-                 on_start: Callable[[int], None] | None = None) -> ConvertReport:
+                 on_start: Callable[[int], None] | None = None,
+                 options: ConvertOptions | None = None) -> ConvertReport:
     """Convert one checkpoint (torch zip, legacy torch, or safetensors) to a safetensors file.
 
     See the module docstring for the steps. ``dtype`` is ``fp16``/``bf16``/``fp32`` (floating
@@ -586,12 +588,24 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
     Raises :class:`UnsafeInputError` (exit 1), :class:`VerificationError` (exit 1),
     :class:`OutputExistsError`, :class:`UnsupportedFormatError` and other :class:`AssetkitError`
     (exit 2). Nothing is ever left at ``dst`` unless the conversion succeeded.
+
+    ``options`` (:class:`ConvertOptions`) replaces the keyword arguments ``dtype`` to
+    ``overwrite`` when given (batches build it once and pass it to every file).
     """
+    if options is None:
+        options = ConvertOptions(dtype=dtype, only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key,
+                                 keep_metadata=keep_metadata, metadata=metadata or {}, salvage=salvage,
+                                 verify=verify, overwrite=overwrite)
+    return _convert(Path(src), Path(dst), options, progress=progress, warn=warn, on_start=on_start)
+
+
+def _convert(src: Path, dst: Path, options: ConvertOptions, *, progress: ProgressCallback | None,
+             warn: Callable[[str], None] | None, on_start: Callable[[int], None] | None) -> ConvertReport:
+    """:func:`convert_file` with its options object: open and scan, plan, stream, verify."""
     from ..formats.atomic import check_destination
     from ..formats.safetensors import SafetensorsWriter
 
     started = time.perf_counter()
-    src, dst = Path(src), Path(dst)
     report = ConvertReport(src=src, dst=dst, source_format="?")
     if src.exists() and dst.exists() and src.resolve() == dst.resolve():
         raise AssetkitError("output is the input file: choose another output path", where=str(dst))
@@ -602,9 +616,9 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
         raise AssetkitError("output is an existing folder: give a file name (e.g. "
                             f"{dst / src.with_suffix('.safetensors').name})", where=str(dst))
     # An unsafe or unreadable source is the news; "output exists" only after it (nothing written either way).
-    asset = open_source(src, salvage=salvage, report=report)
+    asset = open_source(src, salvage=options.salvage, report=report)
     try:
-        check_destination(dst, overwrite)
+        check_destination(dst, options.overwrite)
     except BaseException:
         asset.close()
         raise
@@ -616,14 +630,15 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
         report.source_format = asset.format
         report.source_bytes = src.stat().st_size
         plan = plan_conversion(
-            asset, dtype=dtype, state_dict_key=state_dict_key, only=only, strip_prefix=strip_prefix,
-            metadata=build_metadata(asset, src, keep_metadata=keep_metadata or carries_metadata_by_default(
-                asset, only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key),
-                salvaged=report.salvaged, extra=metadata))
+            asset, dtype=options.dtype, state_dict_key=options.state_dict_key, only=options.only,
+            strip_prefix=options.strip_prefix,
+            metadata=build_metadata(asset, src, keep_metadata=options.keep_metadata or carries_metadata_by_default(
+                asset, only=options.only, strip_prefix=options.strip_prefix, state_dict_key=options.state_dict_key),
+                salvaged=report.salvaged, extra=dict(options.metadata)))
         hasher.start()
         if on_start is not None:
             on_start(plan.nbytes)
-        with SafetensorsWriter(dst, plan.specs(), plan.metadata, overwrite=overwrite) as writer:
+        with SafetensorsWriter(dst, plan.specs(), plan.metadata, overwrite=options.overwrite) as writer:
             # The sha256 thread, the copy and the disk write-back run side by side; only the header's
             # digest waits for the hash, and it has the placeholder's length, so offsets never move.
             flusher = _WriteBack(writer.temp_path)
@@ -637,11 +652,11 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
                         if progress is not None:
                             progress(len(chunk))
                 writer.flush()  # everything written reaches the OS before it is re-read
-                if verify:
+                if options.verify:
                     verify_data(writer.temp_path, plan, source)
                 plan.metadata[META_SOURCE_SHA256] = hasher.result()
                 writer.replace_metadata(plan.metadata)
-                if verify:
+                if options.verify:
                     verify_header(writer.temp_path, plan)
                     report.verified = True
             finally:
