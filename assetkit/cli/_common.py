@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -66,6 +66,21 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
+
+
+def finish(document: Any, *, json_output: bool, render: Callable[[Any], str | None] | None = None,
+           code: int = EXIT_OK) -> NoReturn:
+    """The one way a command ends: its result document, as exactly one JSON document (``--json``)
+    or as the text ``render(document)`` returns (a renderer may also print as it goes and return
+    None), then the exit code. Broken pipes and signals are handled around it, once
+    (:func:`handles_errors`, :class:`assetkit.cli.LazyGroup`)."""
+    if json_output:
+        emit_json(document)
+    elif render is not None:
+        text = render(document)
+        if text is not None:
+            click.echo(text)
+    sys.exit(code)
 
 
 def fail(message: str, code: int = EXIT_USAGE, json_output: bool = False) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import AssetkitError, UnsafeInputError
-from ._common import EXIT_OK, EXIT_PROBLEMS, emit_json, handles_errors, human_bytes, json_option
+from ._common import EXIT_OK, EXIT_PROBLEMS, finish, handles_errors, human_bytes, json_option
 
 
 def _parse_metadata(values: tuple[str, ...]) -> dict[str, str]:
@@ -165,26 +165,19 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
         return
     finally:
         bar.finish()
-    if json_output:
-        emit_json({"ok": True, **report.to_dict()})
-    else:
-        _print_report(report)
+    finish({"ok": True, **report.to_dict()}, json_output=json_output, render=lambda _: _print_report(report))
 
 
 def _refuse_unsafe(exc: UnsafeInputError, json_output: bool) -> None:
-    if json_output:
-        emit_json({"ok": False, "error": str(exc), "exit_code": EXIT_PROBLEMS,
-                   "findings": [f.to_dict() for f in exc.findings]})
-    else:
+    def render(_document: object) -> None:
         click.echo(f"assetkit: error: {exc}", err=True)
         for finding in exc.findings:
             click.echo(f"  {finding.to_text()}", err=True)
-    sys.exit(EXIT_PROBLEMS)
+
+    finish({"ok": False, "error": str(exc), "exit_code": EXIT_PROBLEMS, "findings": [f.to_dict() for f in exc.findings]},
+           json_output=json_output, render=render, code=EXIT_PROBLEMS)
 
 
 def _finish_batch(batch: Any, json_output: bool) -> None:
-    if json_output:
-        emit_json(batch.to_dict())
-    else:
-        _print_batch(batch)
-    sys.exit(EXIT_OK if batch.ok else EXIT_PROBLEMS)
+    finish(batch.to_dict(), json_output=json_output, render=lambda _: _print_batch(batch),
+           code=EXIT_OK if batch.ok else EXIT_PROBLEMS)

@@ -11,7 +11,7 @@ from ..findings import FAILING
 from ._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
-    emit_json,
+    finish,
     handles_errors,
     human_bytes,
     human_count,
@@ -42,12 +42,8 @@ def command(path: Path, json_output: bool, list_tensors: bool, variant: str | No
 
     with open_asset(path, variant=variant) as asset:
         report = inspect_report(asset, tensors=list_tensors)
-    if json_output:
-        emit_json(report)
-    else:
-        click.echo(render_text(report))
     failing = any(f["severity"] in FAILING for f in report["findings"])
-    click.get_current_context().exit(EXIT_PROBLEMS if failing else EXIT_OK)
+    finish(report, json_output=json_output, render=render_text, code=EXIT_PROBLEMS if failing else EXIT_OK)
 
 
 def render_text(report: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import EXIT_OK, EXIT_PROBLEMS, emit_json, fail, handles_errors, json_option
+from ._common import EXIT_OK, EXIT_PROBLEMS, fail, finish, handles_errors, json_option
 
 
 @click.command("scan")
@@ -42,9 +42,7 @@ def command(paths: tuple[Path, ...], json_output: bool, junit_file: Path | None,
 
         with atomic_write(junit_file, overwrite=True) as out:  # never a half-written report
             out.write(render_junit([("assetkit scan", [(str(r.path), r.findings) for r in results])]))
-    if json_output:
-        emit_json({"results": [r.to_dict() for r in results], "summary": summary})
-    else:
+    def render(_document: object) -> None:
         for result in results:
             click.echo(f"{result.verdict.upper():<12} {result.path}")
             for finding in result.findings:
@@ -56,4 +54,6 @@ def command(paths: tuple[Path, ...], json_output: bool, junit_file: Path | None,
         click.echo(f"{'total':<12} {len(results)}")
         if not results:
             click.echo("assetkit: no checkpoint files found to scan (nothing is safe by default: exit 1)", err=True)
-    raise SystemExit(EXIT_OK if results and all(r.verdict == "safe" for r in results) else EXIT_PROBLEMS)
+
+    finish({"results": [r.to_dict() for r in results], "summary": summary}, json_output=json_output, render=render,
+           code=EXIT_OK if results and all(r.verdict == "safe" for r in results) else EXIT_PROBLEMS)

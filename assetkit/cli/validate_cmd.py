@@ -10,7 +10,15 @@ import click
 
 from ..errors import AssetkitError
 from ..findings import Finding, render_junit, sort_findings
-from ._common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, emit_json, handles_errors, json_option, plural
+from ._common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    finish,
+    handles_errors,
+    json_option,
+    plural,
+)
 
 _HELP = """Check checkpoint files and diffusers folders against every rule they must follow.
 
@@ -76,14 +84,9 @@ def command(paths: tuple[Path, ...], numerics: bool, variant: str | None, junit_
     if len(paths) == 1 and first_error is not None:
         raise first_error  # one line (or {"ok": false, "error"} with --json), exit 2
     all_ok = all(r["ok"] for r in results)
-    if json_output:
-        emit_json(results[0] if len(paths) == 1 else {"results": results, "ok": all_ok})
-    else:
-        _print_human(results)
-    ctx = click.get_current_context()
-    if first_error is not None:
-        ctx.exit(EXIT_USAGE)
-    ctx.exit(EXIT_OK if all_ok else EXIT_PROBLEMS)
+    document = results[0] if len(paths) == 1 else {"results": results, "ok": all_ok}
+    code = EXIT_USAGE if first_error is not None else EXIT_OK if all_ok else EXIT_PROBLEMS
+    finish(document, json_output=json_output, render=lambda _: _print_human(results), code=code)
 
 
 def _print_human(results: list[dict[str, Any]]) -> None:

@@ -10,13 +10,23 @@ from collections.abc import Callable
 from ..findings import Finding
 from . import catalog
 from .base import Context, score
+from .controlnet import probe_controlnet
 from .keys import KeyView, match_group
 from .result import Component, Verdict
+from .text_encoder import probe_text_encoder
+from .transformer import probe_transformer
+from .unet import probe_unet
+from .vae import probe_vae
 
 Prober = Callable[[KeyView, Context], "Verdict | None"]
 
-#: Which probers may answer for each group role (filled in by the engine).
-ROLE_PROBERS: dict[str, list[Prober]] = {}
+#: Which probers may answer for each group role of a full checkpoint (defined here, where it is used).
+ROLE_PROBERS: dict[str, list[Prober]] = {
+    "denoiser": [probe_unet, probe_transformer],
+    "controlnet": [probe_controlnet],
+    "vae": [probe_vae],
+    "text_encoder": [probe_text_encoder],
+}
 
 _MODEL_ROLES = ("denoiser", "controlnet", "vae", "text_encoder")
 _OTHER_LABELS = {

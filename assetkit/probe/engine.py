@@ -40,13 +40,6 @@ PROBERS: list[tuple[str, Prober]] = [
     ("not_a_kind", probe_not_a_kind),
 ]
 
-checkpoint.ROLE_PROBERS.update(
-    denoiser=[probe_unet, probe_transformer],
-    controlnet=[probe_controlnet],
-    vae=[probe_vae],
-    text_encoder=[probe_text_encoder],
-)
-
 _ORDER = {name: i for i, (name, _) in enumerate(PROBERS)}
 _FLOAT_SCALARS = ("F16", "BF16", "F32", "F64")
 
