@@ -223,6 +223,7 @@ def test_interrupted_conversion_exits_128_plus_signal_and_removes_its_temporary_
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_diffusers_fp16_variant_loads_in_diffusers(tmp_path: Path) -> None:
     import warnings
 
@@ -279,6 +280,7 @@ PEAK_RSS_OF_CHILD = (
 )
 
 
+@pytest.mark.slow
 def test_peak_memory_is_far_below_the_checkpoint_size(tmp_path: Path) -> None:
     """Streaming: converting a 192 MiB checkpoint (cast and verified) keeps the process well under it.
 

@@ -172,6 +172,7 @@ def test_kohya_lora_generator_reproduces_the_shared_layout(layouts_dir: Path) ->
     assert K.lora_kohya(modules) == load_shared_layout("lora_sd15_kohya", layouts_dir)
 
 
+@pytest.mark.slow
 def test_generators_agree_with_diffusers_and_transformers() -> None:
     from assetkit.factory import diffusers_keys as D
 

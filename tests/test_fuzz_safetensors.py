@@ -124,6 +124,7 @@ def mutate(content: bytes, data: st.DataObject) -> bytes:
 # ---- properties ----------------------------------------------------------------------------------
 @FUZZ
 @given(content=valid_files())
+@pytest.mark.slow
 def test_files_from_our_writer_are_always_valid(scratch: Path, content: bytes) -> None:
     scratch.write_bytes(content)
     asset = read_safetensors(scratch)
@@ -135,6 +136,7 @@ def test_files_from_our_writer_are_always_valid(scratch: Path, content: bytes) -
 
 @FUZZ
 @given(content=valid_files(), data=st.data())
+@pytest.mark.slow
 def test_mutated_valid_files_never_crash(scratch: Path, content: bytes, data: st.DataObject) -> None:
     mutated = content
     for _ in range(data.draw(st.integers(1, 3))):
@@ -150,6 +152,7 @@ def test_mutated_valid_files_never_crash(scratch: Path, content: bytes, data: st
     prefix=st.sampled_from([b"", b" ", b"\n", b"\t"]),
     padding=st.sampled_from([b"", b" ", b"   ", b"\x00"]),
 )
+@pytest.mark.slow
 def test_random_headers_never_crash(scratch: Path, header: dict, metadata: object, data_len: int,
                                     prefix: bytes, padding: bytes) -> None:
     if metadata is not None:

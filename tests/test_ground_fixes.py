@@ -219,6 +219,7 @@ def test_single_file_convert_draws_a_byte_bar_on_a_terminal_only(tmp_path):
     assert result.exit_code == 0 and "converting" not in result.stderr and "%" not in result.stderr
 
 
+@pytest.mark.slow
 def test_validate_of_a_folder_says_it_loads_the_model_classes_first(folders):
     code, screen = run_on_terminal("validate", folders["plain"])
     assert code == 0, screen

@@ -8,6 +8,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from assetkit.catalogue import catalogue_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,6 +24,7 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
     assert "assetkit._catalogue" in listed
 
 
+@pytest.mark.slow
 def test_wheel_carries_the_catalogue(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),

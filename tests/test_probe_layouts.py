@@ -53,6 +53,7 @@ def test_every_layout_has_an_expectation(layouts_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.slow
 def test_layout_identified(layouts_dir: Path, tmp_path: Path, name: str) -> None:
     layout = _layout(layouts_dir, name)
     path = write_sparse_safetensors(layout, tmp_path / name.replace(".json", ".safetensors"))

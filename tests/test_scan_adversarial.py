@@ -403,6 +403,7 @@ def test_cli_subprocess_on_a_folder(tmp_path: Path):
 
 @pytest.mark.parametrize("case_id", ["os-system", "builtins-exec", "subprocess-popen", "stack-global-memo",
                                      "dotted-torch-serialization"])
+@pytest.mark.slow
 def test_payloads_are_live(case_id: str, tmp_path: Path):
     """Control: the standard unpickler really runs these payloads (in a child process, on a file
     this test wrote), so the suite above tests something."""
