@@ -53,6 +53,12 @@ def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (SEVERITIES.index(f.severity), f.where, f.code))
 
 
+def truncated(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in ``...`` when it was cut: the one
+    truncation every message and rendering uses."""
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
 def capped(items: Sequence[str], limit: int) -> str:
     """The first ``limit`` of ``items`` joined by commas, then ``(+N more)`` for the rest: a list
     of names kept short enough for a one-line message."""

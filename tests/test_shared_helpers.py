@@ -96,3 +96,11 @@ def test_scan_sends_whitespace_led_safetensors_to_the_strict_reader(tmp_path: Pa
     result = scan_path(path)
     assert result.verdict == "error"
     assert any("whitespace" in f.message or "start" in f.message for f in result.findings), result.findings
+
+
+def test_truncated_is_the_one_cut_for_messages() -> None:
+    from assetkit.findings import truncated
+
+    assert truncated("abcdef", 6) == "abcdef"
+    assert truncated("abcdefg", 6) == "abc..."
+    assert len(truncated("x" * 1000, 80)) == 80

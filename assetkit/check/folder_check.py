@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AssetkitError, FormatError
-from ..findings import Finding, capped
+from ..findings import Finding, capped, truncated
 from ..formats.base import Asset
 from ..formats.diffusers_folder import (
     COMPONENT_MARKERS,
@@ -57,7 +57,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    text = truncated(text, limit)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

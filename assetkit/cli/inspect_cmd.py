@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..findings import FAILING
+from ..findings import FAILING, truncated
 from ._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -129,5 +129,4 @@ def plain_text(value: Any) -> str:
 
 
 def _short(value: Any, limit: int) -> str:
-    text = str(value).replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return truncated(str(value).replace("\n", " "), limit)

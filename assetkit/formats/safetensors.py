@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AssetkitError, FormatError
-from ..findings import Finding
+from ..findings import Finding, truncated
 from .atomic import AtomicFile, check_destination
 from .base import Asset, TensorInfo
 from .dtypes import DTYPES
@@ -110,7 +110,7 @@ def _show(value: Any, limit: int = 60) -> str:
         text = json.dumps(value, ensure_ascii=True)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return truncated(text, limit)
 
 
 def _name(name: str) -> str:

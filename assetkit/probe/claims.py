@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..findings import truncated
 from . import catalog
 
 
@@ -43,8 +44,7 @@ class Claims:
 
 
 def _short(raw: Any, limit: int = 80) -> str:
-    text = str(raw)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return truncated(str(raw), limit)
 
 
 def _truthy(raw: Any) -> bool | None:
