@@ -77,7 +77,7 @@ def test_junit_report(folders, broken, tmp_path):
     result = run("--junit", str(report), str(folders["plain"]), str(broken))
     assert result.exit_code == 1
     suite = ET.parse(report).getroot().find("testsuite")
-    assert suite.get("name") == "validate" and suite.get("tests") == "2" and suite.get("failures") == "1"
+    assert suite.get("name") == "assetkit validate" and suite.get("tests") == "2" and suite.get("failures") == "1"
     cases = {case.get("name"): case for case in suite.findall("testcase")}
     assert cases[str(folders["plain"])].find("failure") is None
     failure = cases[str(broken)].find("failure")

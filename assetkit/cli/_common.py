@@ -8,7 +8,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -81,6 +82,26 @@ def finish(document: Any, *, json_output: bool, render: Callable[[Any], str | No
         if text is not None:
             click.echo(text)
     sys.exit(code)
+
+
+def check_junit_destination(junit_file: Path | None) -> None:
+    """Refuse an unwritable ``--junit FILE`` before the checks run (nothing is written yet)."""
+    if junit_file is not None:
+        from ..formats.atomic import check_destination
+
+        check_destination(junit_file, overwrite=True)
+
+
+def write_junit(junit_file: Path | None, command: str, cases: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    """``--junit FILE``: one ``<testsuite name="assetkit COMMAND">`` (the same naming for every
+    command), one test case per path, written atomically (never a half-written report)."""
+    if junit_file is None:
+        return
+    from ..findings import render_junit
+    from ..formats.atomic import atomic_write
+
+    with atomic_write(junit_file, overwrite=True) as out:
+        out.write(render_junit([(f"assetkit {command}", cases)]))
 
 
 def fail(message: str, code: int = EXIT_USAGE, json_output: bool = False) -> None:

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from ._common import EXIT_OK, EXIT_PROBLEMS, fail, finish, handles_errors, json_option
+from ._common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    check_junit_destination,
+    fail,
+    finish,
+    handles_errors,
+    json_option,
+    write_junit,
+)
 
 
 @click.command("scan")
@@ -29,19 +38,12 @@ def command(paths: tuple[Path, ...], json_output: bool, junit_file: Path | None,
     for path in paths:
         if not path.exists():
             fail(str(missing_path_error(path)), json_output=json_output)
-    if junit_file is not None:
-        from ..formats.atomic import check_destination
-
-        check_destination(junit_file, overwrite=True)  # an unwritable report fails before the scan
+    check_junit_destination(junit_file)
     results = scan_paths(paths, recursive=not no_recursive)
     summary = {verdict: sum(1 for r in results if r.verdict == verdict) for verdict in VERDICTS}
     summary["files"] = len(results)
-    if junit_file is not None:
-        from ..findings import render_junit
-        from ..formats.atomic import atomic_write
+    write_junit(junit_file, "scan", [(str(r.path), r.findings) for r in results])
 
-        with atomic_write(junit_file, overwrite=True) as out:  # never a half-written report
-            out.write(render_junit([("assetkit scan", [(str(r.path), r.findings) for r in results])]))
     def render(_document: object) -> None:
         for result in results:
             click.echo(f"{result.verdict.upper():<12} {result.path}")

@@ -9,15 +9,17 @@ from typing import Any
 import click
 
 from ..errors import AssetkitError
-from ..findings import Finding, render_junit, sort_findings
+from ..findings import Finding, sort_findings
 from ._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
     EXIT_USAGE,
+    check_junit_destination,
     finish,
     handles_errors,
     json_option,
     plural,
+    write_junit,
 )
 
 _HELP = """Check checkpoint files and diffusers folders against every rule they must follow.
@@ -52,10 +54,7 @@ def command(paths: tuple[Path, ...], numerics: bool, variant: str | None, junit_
             json_output: bool) -> None:
     from ..check.validate import validate_path
 
-    if junit_file is not None:
-        from ..formats.atomic import check_destination
-
-        check_destination(junit_file, overwrite=True)  # an unwritable report fails before the checks
+    check_junit_destination(junit_file)
     results: list[dict[str, Any]] = []
     cases: list[tuple[str, list[Finding]]] = []
     first_error: AssetkitError | None = None
@@ -75,11 +74,7 @@ def command(paths: tuple[Path, ...], numerics: bool, variant: str | None, junit_
         results.append(report.to_dict())
         cases.append((report.path, report.problems))
 
-    if junit_file is not None:
-        from ..formats.atomic import atomic_write
-
-        with atomic_write(junit_file, overwrite=True) as out:
-            out.write(render_junit([("validate", cases)]))
+    write_junit(junit_file, "validate", cases)
 
     if len(paths) == 1 and first_error is not None:
         raise first_error  # one line (or {"ok": false, "error"} with --json), exit 2
