@@ -49,7 +49,7 @@ from typing import Any
 
 from ..errors import AssetkitError, FormatError
 from ..findings import FAILING, SEVERITIES, Finding, sort_findings
-from ..formats import missing_path_error
+from ..formats import require_file
 from ..formats.pickle_vm import Limits, PersistentRef, PickleLimitError, PickleVM, PickleVMError, Trace
 from ..formats.sniff import SCANNED_SUFFIXES, foreign_kind, is_pickle_head, is_safetensors_head, is_zip_head
 from ..formats.torch_pickle import (
@@ -337,13 +337,7 @@ _WRAPPERS = {"7z archive", "gzip stream", "bzip2 stream", "xz stream", "zstd str
 
 def scan_path(path: str | os.PathLike[str], *, limits: Limits | None = None) -> ScanResult:
     """Scan one file. Raises :class:`AssetkitError` only when the path cannot be read at all."""
-    p = Path(path)
-    if not p.exists():
-        raise missing_path_error(p)
-    if p.is_dir():
-        raise AssetkitError("is a folder (use scan_paths to walk it)", where=str(p))
-    if not p.is_file():  # a FIFO or device: opening it could block forever
-        raise AssetkitError("not a regular file", where=str(p))
+    p = require_file(path, "a file (scan_paths walks folders)")
     scan = _Scan(p, limits or Limits())
     try:
         with open(p, "rb") as fh:
