@@ -46,6 +46,8 @@ Progress = Callable[[int], None]
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 TRANSFORMERS_WEIGHTS = "model.safetensors"
 _PICKLE_KINDS = ("zip", "pickle")
+#: kinds the converter can split into diffusers components (original layouts)
+SPLITTABLE = ("pipeline", "vae", "unet", "controlnet")
 
 
 @dataclass
@@ -234,7 +236,7 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
                            sha256=hashes.sha256, size=size, files=[], hashes=hash_rows, blobs={},
                            description=description, overrides=overrides, variant=result.variant,
                            prediction_type=result.prediction_type, layout=result.layout, tags=tags)
-        split = _plan_split(asset, final_family) if result.kind == "pipeline" else None
+        split = _plan_split(asset, family) if result.kind in SPLITTABLE else None
         if result.kind == "pipeline" and split is None:
             notes.append("stored whole as one blob: the converter cannot split this checkpoint into components")
         if split is not None:
@@ -335,7 +337,9 @@ def _store_split(reg: Registry, asset: Any, p: Path, planned: _Planned, split: A
                                            _target_chunks(asset, t)) for t in comp.tensors]
                 cblob = store_canonical(reg.store, tensors, progress)
                 blobs[cblob.sha256] = cblob.size
-                weights = TRANSFORMERS_WEIGHTS if role.startswith("text_encoder") else DIFFUSERS_WEIGHTS
+                planned.blobs[cblob.sha256] = cblob.size  # the recipe of the file reads it too
+                weights = DIFFUSERS_WEIGHTS if getattr(comp, "library", "diffusers") == "diffusers" \
+                    else TRANSFORMERS_WEIGHTS
                 files.append(FileRecord(weights, cblob.sha256, cblob.size, cblob.sha256, None))
                 for t in comp.tensors:
                     t_offset = cblob.offsets[t.name][0]
@@ -358,7 +362,9 @@ def _store_split(reg: Registry, asset: Any, p: Path, planned: _Planned, split: A
                                          blobs))
             for fname, data in sorted(comp.files.items()):
                 files.append(_small_file(reg, fname, data, blobs))
-            planned.components[role] = _component_plan(planned, role, files, blobs, cblob, None)
+            fp = _fingerprint_targets(asset, comp.tensors) if comp.tensors else None
+            planned.components[role] = _component_plan(planned, role, files, blobs, cblob, None, fp)
+            planned.components[role].probe["dtypes"] = _count(t.dtype for t in comp.tensors)
         if split.extras:
             extra = store_canonical(reg.store, asset_tensors(asset, list(split.extras)), progress)
             planned.blobs[extra.sha256] = extra.size
@@ -367,14 +373,38 @@ def _store_split(reg: Registry, asset: Any, p: Path, planned: _Planned, split: A
                 placements.append((info.data_offset, Placement(extra.sha256, extra.offsets[tname][0], info.nbytes,
                                                                "extras", tname)))
         header_blob, header_size = _store_header(reg, p, data_start or 0)
-        index = _small_file(reg, "model_index.json", json.dumps(split.model_index, indent=2).encode(), planned.blobs)
+        index = _small_file(reg, "model_index.json", json.dumps(split.model_index, indent=2).encode(), planned.blobs) \
+            if split.model_index else None
     planned.blobs[header_blob] = header_size
     recipe = make_recipe(size=size, sha256=hashes.sha256, header_blob=header_blob, header_len=data_start or 0,
                          placements=placements)
     planned.storage = "components"
     planned.files = [FileRecord(relpath, hashes.sha256, size, None, recipe)]
-    planned.probe["registry"] = {"model_index_blob": index.blob, "pipeline_class": split.pipeline_class,
+    if planned.kind != "pipeline" and len(planned.components) == 1:  # a VAE/UNet file: its one component
+        (only,) = planned.components.values()
+        planned.canonical, planned.fingerprint = only.canonical, only.fingerprint
+    planned.probe["registry"] = {"model_index_blob": index.blob if index else None, "pipeline_class": split.pipeline_class,
                                  "extras": list(split.extras)}
+
+
+def _fingerprint_targets(asset: Any, targets: Iterable[Any]) -> str | None:
+    def get(target: Any) -> Any:
+        if target.transform is None and len(target.parts) == 1:  # a view: only the sampled pages are read
+            part = target.parts[0]
+            return memoryview(asset.tensor_bytes(part.source)).cast("B")[part.start:part.stop]
+        return b"".join(bytes(chunk) for chunk in _target_chunks(asset, target)())
+
+    try:
+        return fingerprint((t.name, t.dtype, tuple(t.shape), lambda t=t: get(t)) for t in targets)
+    except (AssetkitError, ValueError, OSError):
+        return None
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _numel(shape: Iterable[int]) -> int:

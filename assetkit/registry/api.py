@@ -203,6 +203,9 @@ class Registry:
             if _name_used(conn, new_name):
                 raise AssetkitError(f"the name {new_name!r} is taken")
             conn.execute("UPDATE assets SET name = ? WHERE id = ?", (new_name, record.id))
+            for role, comp in record.components.items():  # its own parts follow the new name
+                if comp == f"{record.name}.{role}" and not _name_used(conn, f"{new_name}.{role}"):
+                    conn.execute("UPDATE assets SET name = ? WHERE name = ? AND auto = 1", (f"{new_name}.{role}", comp))
         return self.get(record.id)
 
     def describe(self, name_or_hash: str, description: str) -> AssetRecord:
@@ -345,14 +348,16 @@ class Registry:
             if row and row[0]:
                 prints.add(row[0])
         out = []
-        for fp in prints:
+        mine_ids = {record.id, *(r[0] for r in self.conn.execute(
+            "SELECT component_id FROM components WHERE pipeline_id = ?", (record.id,)))}
+        marks = ",".join("?" * len(mine_ids))
+        mine_blobs = {r[0] for r in self.conn.execute(
+            f"SELECT canonical_sha256 FROM assets WHERE id IN ({marks})", tuple(mine_ids)) if r[0]}
+        for fp in sorted(prints):
             for r in self.conn.execute("SELECT id, name, canonical_sha256, probe FROM assets WHERE fingerprint = ? "
-                                       "AND id != ?", (fp, record.id)):
-                mine = self.conn.execute("SELECT canonical_sha256 FROM assets WHERE fingerprint = ? AND id IN "
-                                         "(?, (SELECT component_id FROM components WHERE pipeline_id = ? LIMIT 1))",
-                                         (fp, record.id, record.id)).fetchone()
-                if mine and mine[0] and mine[0] == r["canonical_sha256"]:
-                    continue  # the very same bytes: reported under "shares"
+                                       "ORDER BY name", (fp,)):
+                if r["id"] in mine_ids or r["canonical_sha256"] in mine_blobs:
+                    continue  # itself, or the very same bytes (reported under "shares")
                 dtypes = _dtypes_of(json.loads(r["probe"]))
                 out.append({"asset": r["name"], "used_by": self._users(r["id"]), "dtypes": dtypes,
                             "note": f"same weights as {r['name']}, stored in {'/'.join(dtypes) or '?'} there"})

@@ -163,7 +163,10 @@ def _folder_entries(reg: Registry, record: AssetRecord, exact: bool) -> list[tup
     with the canonical blob standing for the weights."""
     out: list[tuple[str, FileRecord]] = []
     if record.source_format != "diffusers" and record.components:
-        # a single-file checkpoint split into components: its diffusers form
+        # a single file split into components: its diffusers form
+        if record.kind != "pipeline" and len(record.components) == 1:
+            (comp_name,) = record.components.values()
+            return [(f.relpath, f) for f in _component_files(reg.resolve(comp_name), exact)]
         blob = (record.probe.get("registry") or {}).get("model_index_blob")
         if blob:
             out.append(("model_index.json", FileRecord("model_index.json", blob, reg.store.size(blob), blob)))
