@@ -91,6 +91,9 @@ class _Planned:
     layout: str | None = None
     tags: tuple[str, ...] = ()
     components: dict[str, _Planned] = field(default_factory=dict)
+    explicit_name: bool = False  #: given by the user: taken means an error, not another name
+    reused: bool = False  #: (components) an equal component asset existed and is referenced
+    existing: bool = False  #: the same asset was indexed meanwhile (a concurrent add): that one is returned
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +238,8 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
                            family=final_family, probe={**result.to_dict(), "dtypes": asset.dtype_counts()}, source_format=source_format, storage="whole",
                            sha256=hashes.sha256, size=size, files=[], hashes=hash_rows, blobs={},
                            description=description, overrides=overrides, variant=result.variant,
-                           prediction_type=result.prediction_type, layout=result.layout, tags=tags)
+                           prediction_type=result.prediction_type, layout=result.layout, tags=tags,
+                           explicit_name=name is not None)
         split = _plan_split(asset, family) if result.kind in SPLITTABLE else None
         if result.kind == "pipeline" and split is None:
             notes.append("stored whole as one blob: the converter cannot split this checkpoint into components")
@@ -265,13 +269,8 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
             planned.blobs = {blob: size}
             planned.fingerprint = _fingerprint(asset) if result.kind != "pipeline" else None
     record = reg._insert(planned)
-    with reg.connection() as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        with contextlib.suppress(Exception):
-            from .hashes import remember_hashes
-
-            remember_hashes(conn, p, hashes)
-        conn.execute("COMMIT")
+    if planned.existing:
+        return AddResult(record, False, notes=["already registered (added meanwhile by another process)"])
     return AddResult(record, True, notes=notes)
 
 
@@ -504,7 +503,7 @@ def _add_folder(reg: Registry, root: Path, *, name: str | None, tags: tuple[str,
                            sha256=folder_sha, size=sum(f.stat().st_size for f in files),
                            files=[], hashes=[("sha256", folder_sha, "")], blobs={}, description=description,
                            overrides=overrides, variant=result.variant, prediction_type=result.prediction_type,
-                           layout=result.layout, tags=tags)
+                           layout=result.layout, tags=tags, explicit_name=name is not None)
         if asset.format == "diffusers":
             planned.storage = "components"
             roles = {role: comp for role, comp in asset.components.items()}
@@ -534,7 +533,9 @@ def _add_folder(reg: Registry, root: Path, *, name: str | None, tags: tuple[str,
                 planned.storage = "canonical"
                 planned.hashes.append(("canonical_sha256", cblob.sha256, ""))
     record = reg._insert(planned)
-    reused = [role for role, comp in planned.components.items() if getattr(comp, "reused", False)]
+    if planned.existing:
+        return AddResult(record, False, notes=["already registered (added meanwhile by another process)"])
+    reused = [role for role, comp in planned.components.items() if comp.reused]
     return AddResult(record, True, notes=notes, components_reused=reused)
 
 

@@ -116,20 +116,28 @@ class Registry:
                     if not self.store.has(sha):
                         raise AssetkitError(f"blob {sha} vanished from the store before it was indexed")
             with _index.transaction(self.conn) as conn:
+                if not planned.auto:
+                    same = conn.execute("SELECT id FROM assets WHERE sha256 = ? AND auto = 0 AND source_format = ? "
+                                        "ORDER BY id LIMIT 1", (planned.sha256, planned.source_format)).fetchone()
+                    if same is not None:  # a concurrent add of the same bytes won the race
+                        planned.existing = True
+                        return self.get(same[0])
                 component_ids: dict[str, int] = {}
                 for role, comp in planned.components.items():
                     row = conn.execute("SELECT id FROM assets WHERE content_key = ? AND auto = 1 LIMIT 1",
                                        (comp.content_key,)).fetchone()
                     if row is not None:
                         component_ids[role] = row[0]
-                        comp.reused = True  # type: ignore[attr-defined]
+                        comp.reused = True
                         alias = _free_name(conn, comp.name)
                         conn.execute("INSERT OR IGNORE INTO aliases (alias, asset_id) VALUES (?, ?)", (alias, row[0]))
                     else:
                         comp.name = _free_name(conn, comp.name)
                         component_ids[role] = self._insert_row(conn, comp)
                 if _name_used(conn, planned.name):
-                    raise AssetkitError(f"the name {planned.name!r} is taken; choose another with --name")
+                    if planned.explicit_name:
+                        raise AssetkitError(f"the name {planned.name!r} is taken; choose another with --name")
+                    planned.name = _free_name(conn, planned.name)
                 asset_id = self._insert_row(conn, planned)
                 for role, cid in component_ids.items():
                     conn.execute("INSERT INTO components (pipeline_id, role, component_id) VALUES (?, ?, ?)",
@@ -354,10 +362,12 @@ class Registry:
         mine_blobs = {r[0] for r in self.conn.execute(
             f"SELECT canonical_sha256 FROM assets WHERE id IN ({marks})", tuple(mine_ids)) if r[0]}
         for fp in sorted(prints):
+            seen: set[str] = set()
             for r in self.conn.execute("SELECT id, name, canonical_sha256, probe FROM assets WHERE fingerprint = ? "
-                                       "ORDER BY name", (fp,)):
-                if r["id"] in mine_ids or r["canonical_sha256"] in mine_blobs:
-                    continue  # itself, or the very same bytes (reported under "shares")
+                                       "ORDER BY auto, name", (fp,)):
+                if r["id"] in mine_ids or r["canonical_sha256"] in mine_blobs or r["canonical_sha256"] in seen:
+                    continue  # itself, the very same bytes (reported under "shares"), or said already
+                seen.add(r["canonical_sha256"])
                 dtypes = _dtypes_of(json.loads(r["probe"]))
                 out.append({"asset": r["name"], "used_by": self._users(r["id"]), "dtypes": dtypes,
                             "note": f"same weights as {r['name']}, stored in {'/'.join(dtypes) or '?'} there"})
