@@ -115,15 +115,14 @@ def test_pipeline_path_loads_with_diffusers_and_export_is_exact(tmp_path: Path, 
             assert sha256_of(out / f.relative_to(tiny_pipeline)) == sha256_of(f)
 
 
-def test_full_checkpoint_without_the_converter_is_stored_whole(
-        tmp_path: Path, sd15_trio: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    from assetkit.registry import add as add_module
+def test_checkpoint_the_converter_cannot_split_is_stored_whole(tmp_path: Path) -> None:
+    from assetkit.factory import make_fixture
 
-    monkeypatch.setattr(add_module, "_plan_split", lambda asset, family: None)
+    src = make_fixture("sd3_medium", tmp_path / "in", "safetensors")  # no SD3 key map in the converter
     reg = Registry(tmp_path / "reg")
-    record = reg.add(sd15_trio["checkpoint"]).record
-    assert record.storage == "whole"
+    record = reg.add(src).record
+    assert record.kind == "pipeline" and record.storage == "whole"
     assert "stored whole" in reg.show(record.name)["note"]
     with pytest.raises(AssetkitError, match="no diffusers folder form"):
         reg.path(record.name, layout="diffusers")
-    assert sha256_of(reg.path(record.name, layout="file")) == sha256_of(sd15_trio["checkpoint"])
+    assert sha256_of(reg.path(record.name, layout="file")) == sha256_of(src)

@@ -41,9 +41,10 @@ TREE_LAYOUTS: dict[str, dict[str, str]] = {
                 "textual_inversion": "embeddings", "text_encoder": "text_encoders", "unet": "diffusion_models",
                 "transformer": "diffusion_models", "ip_adapter": "ipadapter", "t2i_adapter": "controlnet",
                 "diffusers": "diffusers"},
-    "a1111": {"pipeline": "Stable-diffusion", "lora": "Lora", "vae": "VAE", "controlnet": "ControlNet",
-              "textual_inversion": "../embeddings", "text_encoder": "text_encoder", "ip_adapter": "ControlNet",
-              "t2i_adapter": "ControlNet"},
+    # relative to the webui folder (DIR/models/..., DIR/embeddings)
+    "a1111": {"pipeline": "models/Stable-diffusion", "lora": "models/Lora", "vae": "models/VAE",
+              "controlnet": "models/ControlNet", "textual_inversion": "embeddings", "ip_adapter": "models/ControlNet",
+              "t2i_adapter": "models/ControlNet"},
 }
 
 
@@ -217,6 +218,7 @@ def view_path(reg: Registry, record: AssetRecord, layout: str) -> Path:
                 link_file(reg.store.path(record.canonical_sha256), staging / name, None)
             else:
                 write_file(reg, single, staging / name)
+                os.chmod(staging / name, 0o444)  # a view is read-only, like the blobs
             result_rel = name
         else:
             if record.source_format != "diffusers" and not record.components:
@@ -313,7 +315,7 @@ def export_tree(reg: Registry, dest: Path, layout: str, link: str | None = None)
         except AssetkitError:
             skipped.append(record.name)
             continue
-        rel = (Path(sub) / (source.name if single is not None else record.name))
+        rel = Path(sub) / (f"{record.name}.safetensors" if single is not None else record.name)
         target = (dest / rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() or target.is_symlink():
