@@ -77,3 +77,13 @@ def test_not_an_index_is_one_clear_error(tmp_path: Path) -> None:
     bogus.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(idx.IndexError_, match="not a registry index"):
         idx.connect(bogus)
+
+
+def test_zero_runs_become_holes_and_read_back_as_zeros(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "objects")
+    chunks = [b"head", bytes(1 << 20), b"x" * 1000, bytes(1 << 20)]
+    sha = store.put_stream(chunks)
+    data = b"".join(chunks)
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert store.path(sha).read_bytes() == data and store.verify(sha)
+    assert store.path(sha).stat().st_blocks * 512 < len(data)  # sparse on this file system

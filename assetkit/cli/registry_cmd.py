@@ -98,10 +98,13 @@ def ls_cmd(pattern: str | None, kind: str | None, family: str | None, tag: str |
     if json_output:
         emit_json({"ok": True, "assets": items})
         return
+    lines = []  # one write: click.echo per line costs more than the query for 10,000 assets
     for item in items:
         tags = f"  [{', '.join(item['tags'])}]" if item["tags"] else ""
-        click.echo(f"{item['name']:<40} {item['kind']:<18} {item['family'] or '-':<13} "
-                   f"{human_bytes(item['size']):>11}  {item['sha256'][:10]}{tags}")
+        lines.append(f"{item['name']:<40} {item['kind']:<18} {item['family'] or '-':<13} "
+                     f"{human_bytes(item['size']):>11}  {item['sha256'][:10]}{tags}")
+    if lines:
+        click.echo("\n".join(lines))
 
 
 @command.command("show")
