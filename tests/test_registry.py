@@ -199,5 +199,6 @@ def test_path_gives_a_loadable_file(reg: Registry, tmp_path: Path) -> None:
     path = reg.path("lora", layout="file")
     assert path.suffix == ".safetensors" and sha256_of(path) == sha256_of(src)
     assert reg.path("lora", layout="file") == path  # built once
+    assert reg.path("lora") == path  # the default: a file for a single-file asset
     with pytest.raises(AssetkitError, match="layout 'file'"):
         reg.path("lora", layout="diffusers")

@@ -126,3 +126,23 @@ def test_checkpoint_the_converter_cannot_split_is_stored_whole(tmp_path: Path) -
     with pytest.raises(AssetkitError, match="no diffusers folder form"):
         reg.path(record.name, layout="diffusers")
     assert sha256_of(reg.path(record.name, layout="file")) == sha256_of(src)
+
+
+def test_pipeline_exports_as_one_original_layout_file_through_the_converter(
+        tmp_path: Path, sd15_trio: dict[str, Path]) -> None:  # noqa: F811
+    from assetkit import open_asset
+    from assetkit.probe import probe
+
+    if "folder" not in sd15_trio:
+        pytest.skip("the converter (plan_single_file_to_diffusers) is not available")
+    reg = Registry(tmp_path / "reg")
+    reg.add(sd15_trio["folder"], name="pipe")
+    out = Path(reg.export("pipe", tmp_path / "pipe.safetensors", form="single-file")["path"])
+    with open_asset(out) as asset:
+        result = probe(asset)
+        assert (result.kind, result.layout) == ("pipeline", "original")
+        assert any(n.startswith("first_stage_model.") for n in asset.tensors)
+    back = reg.add(out, name="pipe-single").record  # and it comes back in, split into components
+    assert back.storage == "components"
+    assert _canonical(reg, back.components["vae"]) == _canonical(reg, "pipe.vae")
+    assert _canonical(reg, back.components["unet"]) == _canonical(reg, "pipe.unet")

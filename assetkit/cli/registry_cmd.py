@@ -226,13 +226,9 @@ def find_cmd(hash_value: str, root: Path | None, json_output: bool) -> None:
 @handles_errors
 def path_cmd(name: str, layout: str | None, root: Path | None, json_output: bool) -> None:
     """Print a path diffusers or a UI can load (built once, from links to the blobs)."""
-    reg = _registry(root)
-    if layout is None:
-        record = reg.resolve(name)
-        layout = "diffusers" if record.source_format == "diffusers" or record.components else "file"
-    path = reg.path(name, layout=layout)
+    path = _registry(root).path(name, layout=layout)
     if json_output:
-        emit_json({"ok": True, "path": str(path), "layout": layout})
+        emit_json({"ok": True, "path": str(path), "layout": "file" if path.is_file() else "diffusers"})
         return
     click.echo(str(path))
 
@@ -240,8 +236,9 @@ def path_cmd(name: str, layout: str | None, root: Path | None, json_output: bool
 @command.command("export")
 @click.argument("name")
 @click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--as", "form", type=click.Choice(["auto", "file", "diffusers"]), default="auto",
-              help="file: the original file, byte for byte; diffusers: a folder.")
+@click.option("--as", "form", type=click.Choice(["auto", "file", "diffusers", "single-file"]), default="auto",
+              help="file: the original file, byte for byte; diffusers: a folder; single-file: a pipeline or "
+                   "component as one original-layout file, through the converter.")
 @click.option("--link", type=click.Choice(["reflink", "hardlink", "symlink", "copy"]),
               help="How whole blobs are placed (default: the first of these the file system allows).")
 @click.option("--overwrite", is_flag=True)

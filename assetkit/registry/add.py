@@ -243,8 +243,15 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
         split = _plan_split(asset, family) if result.kind in SPLITTABLE else None
         if result.kind == "pipeline" and split is None:
             notes.append("stored whole as one blob: the converter cannot split this checkpoint into components")
+        if split is not None and (data_start is None or not _tiles(asset, data_start, size)):
+            notes.append("stored whole as one blob: the file has bytes its header does not account for")
+            split = None
         if split is not None:
-            _store_split(reg, asset, p, planned, split, hashes, data_start, relpath, progress)
+            try:
+                _store_split(reg, asset, p, planned, split, hashes, data_start, relpath, progress)
+            except ValueError as exc:  # the plan does not tile the file: keep it whole (gc takes the rest)
+                notes.append(f"stored whole as one blob: the split does not rebuild the file ({exc})")
+                planned.components, planned.blobs, planned.storage = {}, {}, "whole"
         elif result.kind != "pipeline" and data_start is not None and _tiles(asset, data_start, size):
             with reg.lock.shared():
                 cblob = store_canonical(reg.store, asset_tensors(asset), progress)
@@ -262,7 +269,7 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
             planned.blobs = {cblob.sha256: cblob.size, header_blob: header_size}
             planned.fingerprint = _fingerprint(asset)
             planned.hashes.append(("canonical_sha256", cblob.sha256, ""))
-        if planned.storage == "whole" and split is None:
+        if planned.storage == "whole":
             with reg.lock.shared():
                 blob = reg.store.put_file(p, expected_sha256=hashes.sha256)
             planned.files = [FileRecord(relpath, hashes.sha256, size, blob, None)]

@@ -424,12 +424,16 @@ class Registry:
         return self._insert(_planned_from_manifest(manifest))
 
     # ---- verbs in their own modules ---------------------------------------------------------
-    def path(self, name_or_hash: str, layout: str = "diffusers") -> Path:
+    def path(self, name_or_hash: str, layout: str | None = None) -> Path:
         """A path diffusers or a UI can load: a diffusers folder (``layout="diffusers"``) for a
-        pipeline or component, a ``.safetensors`` file (``layout="file"``) for a single-file asset."""
+        pipeline or component, a ``.safetensors`` file (``layout="file"``) for a single-file asset.
+        ``None``: the folder where the asset has one (a pipeline, a component, a split file), else the file."""
         from .export import view_path
 
-        return view_path(self, self.resolve(name_or_hash), layout)
+        record = self.resolve(name_or_hash)
+        if layout is None:
+            layout = "diffusers" if record.source_format == "diffusers" or record.components else "file"
+        return view_path(self, record, layout)
 
     def export(self, name_or_hash: str, dest: str | os.PathLike[str], *, form: str = "auto",
                link: str | None = None, overwrite: bool = False) -> dict[str, Any]:

@@ -124,7 +124,8 @@ def _single_file(record: AssetRecord) -> FileRecord | None:
 def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = "auto", link: str | None = None,
                  overwrite: bool = False) -> dict[str, Any]:
     """Export ``record`` to ``dest``: ``form`` "file" (the original file, byte for byte), "diffusers"
-    (a folder: the original folder's files, or the components of a split checkpoint), "auto"."""
+    (a folder: the original folder's files, or the components of a split checkpoint),
+    "single-file" (a pipeline or component as one original-layout file, through the converter), "auto"."""
     single = _single_file(record)
     if form == "auto":
         form = "file" if single is not None else "diffusers"
@@ -134,8 +135,10 @@ def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = 
         target = dest / single.relpath if dest.is_dir() else dest
         how = write_file(reg, single, target, link, overwrite)
         return {"asset": record.name, "form": "file", "path": str(target), "sha256": single.sha256, "how": how}
+    if form == "single-file":
+        return _export_single_file(reg, record, dest, overwrite)
     if form != "diffusers":
-        raise AssetkitError(f"unknown export form {form!r} (file, diffusers)")
+        raise AssetkitError(f"unknown export form {form!r} (file, diffusers, single-file)")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise OutputExistsError("exists and is not an empty folder", where=str(dest))
     entries = _folder_entries(reg, record, exact=True)
@@ -157,6 +160,19 @@ def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = 
         _remove_own_tree(staging)
         raise
     return {"asset": record.name, "form": "diffusers", "path": str(dest), "files": len(entries), "how": used}
+
+
+def _export_single_file(reg: Registry, record: AssetRecord, dest: Path, overwrite: bool) -> dict[str, Any]:
+    """A pipeline or component as one original-layout safetensors file, through the converter."""
+    from ..convert import plan_diffusers_to_single_file, write_single_file
+    from ..formats import open_asset
+
+    target = dest / f"{record.name}.safetensors" if dest.is_dir() else dest
+    folder = view_path(reg, record, "diffusers")
+    with open_asset(folder) as asset:
+        summary = write_single_file(plan_diffusers_to_single_file(asset), asset, target, overwrite=overwrite)
+    return {"asset": record.name, "form": "single-file", "path": str(target), "how": "converted",
+            "converter": summary}
 
 
 def _folder_entries(reg: Registry, record: AssetRecord, exact: bool) -> list[tuple[str, FileRecord]]:
