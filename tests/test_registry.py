@@ -30,7 +30,7 @@ def _autov1(path: Path) -> str:
         return hashlib.sha256(fh.read(0x10000)).hexdigest()[:8]
 
 
-@pytest.mark.parametrize("fixture_id", ["lora_sd15_kohya", "vae_sd", "ti_sd15_a1111", "controlnet_sd15_diffusers"])
+@pytest.mark.parametrize("fixture_id", ["lora_sd15_kohya", "vae_sd", "ti_sd15_a1111", "te_clip_l"])
 def test_added_single_file_exports_byte_for_byte(reg: Registry, tmp_path: Path, fixture_id: str) -> None:
     src = make_fixture(fixture_id, tmp_path / "in", "safetensors")
     result = reg.add(src)
