@@ -27,6 +27,7 @@ from ..errors import AssetkitError
 from ..formats import Asset
 from .keymap import Mapped, Rule, SourcePart, TargetTensor, map_names
 from .layouts import clip_text_rules, controlnet_rules, open_clip_text_rules, unet_rules, vae_rules
+from .layouts.clip import diffusers_prefix
 
 __all__ = ["SIDECAR", "ComponentPlan", "DiffusersPlan", "SingleFilePlan", "SourcePart", "TargetTensor",
            "component_rules", "plan_diffusers_to_single_file", "plan_single_file_to_diffusers",
@@ -62,6 +63,7 @@ class DiffusersPlan:
     config_id: str | None = None
     layout: str = "pipeline"  #: key of ``single_file`` in registry/layouts.json the source used
     notes: tuple[str, ...] = ()
+    prefixes: dict[str, str] = field(default_factory=dict)  #: component -> its name prefix in the source
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ def _layouts() -> dict[str, Any]:
     return catalogue.load("layouts.json")
 
 
-def _rules_for(kind: str, config: dict, source_names: Iterable[str] = ()) -> list[Rule]:
+def _rules_for(kind: str, config: dict, source_names: Iterable[str] = (), target_prefix: str | None = None
+               ) -> list[Rule]:
     if kind == "unet":
         return unet_rules(config)
     if kind == "vae":
@@ -85,11 +88,11 @@ def _rules_for(kind: str, config: dict, source_names: Iterable[str] = ()) -> lis
     if kind == "controlnet":
         return controlnet_rules(config)
     if kind == "open_clip":
-        return open_clip_text_rules(config)
+        return open_clip_text_rules(config, target_prefix=target_prefix)
     if kind == "clip":
         names = list(source_names)
         with_text_model = not names or any(n.startswith("transformer.text_model.") for n in names)
-        return clip_text_rules(config, text_model_prefix=with_text_model)
+        return clip_text_rules(config, text_model_prefix=with_text_model, target_prefix=target_prefix)
     raise LayoutError(f"no key-map rules for {kind!r}")
 
 
@@ -241,7 +244,8 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         notes.append(f"prediction type not stated by the file; assumed by the catalogue ({config_id})")
     return DiffusersPlan(family=fam or layout, pipeline_class=model_index.get("_class_name"), model_index=model_index,
                          components=components, extras=extras, plain_metadata=plain, config_id=config_id,
-                         layout=layout, notes=tuple(notes))
+                         layout=layout, notes=tuple(notes),
+                         prefixes={c: p for c, (p, _) in components_spec.items()})
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -325,7 +329,7 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
     unknown = [c for c in chosen if c not in plan.components]
     if unknown:
         raise LayoutError(f"no component {', '.join(unknown)} in this file (has: {', '.join(plan.components)})")
-    single_component = components is not None and len(chosen) == 1
+    single_component = len(chosen) == 1 and (components is not None or not plan.model_index)
     staging = _staging(out_dir, overwrite)
     try:
         summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras), "extras_dropped": bool(drop_extras),
@@ -385,12 +389,11 @@ def _folder_layout(asset: Asset, sidecar_meta: Mapping[str, str]) -> str:
         return {"AutoencoderKL": "vae", "UNet2DConditionModel": "unet", "ControlNetModel": "controlnet"}.get(cls, "")
     if "text_encoder_2" in comps:
         return "sdxl" if "text_encoder" in comps else "sdxl-refiner"
-    te = asset.configs.get("text_encoder/config.json") or {}
-    if te.get("hidden_size") == 768:
-        return "sd1"
-    if te.get("hidden_size") == 1024:
-        return "sd2"
-    return ""
+    te = asset.configs.get("text_encoder/config.json")
+    if te is None:
+        return ""
+    # OpenAI CLIP (SD1) uses quick_gelu; the OpenCLIP encoders (SD2) use gelu.
+    return "sd1" if te.get("hidden_act", "quick_gelu") == "quick_gelu" else "sd2"
 
 
 def _read_sidecar(folder: Path) -> tuple[Asset | None, dict[str, str]]:
@@ -431,7 +434,8 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
         te_names: list[str] = []
         if rules_kind == "clip" and meta.get(f"assetkit.{comp}.text_model") == "0":
             te_names = ["transformer.embeddings"]
-        rules = _rules_for(rules_kind, config, te_names)
+        rules = _rules_for(rules_kind, config, te_names,
+                           diffusers_prefix(config, names) if rules_kind in ("clip", "open_clip") else None)
         mapped = map_names([r.prefixed(prefix, key) for r in rules], {key + n: v for n, v in names.items()},
                            "to_original")
         missing.extend(mapped.missing)
@@ -496,3 +500,161 @@ def write_single_file(plan: SingleFilePlan, asset: Asset, dest: Path, *, dtype: 
         side.close()
     return {"tensors": len(plan.tensors), "layout": plan.layout, "family": plan.family, "lacking": list(plan.lacking),
             "metadata": meta}
+
+
+
+# ---- one entry point for the CLI -------------------------------------------------------------
+def _open_layout_source(src: Path) -> Asset:
+    """A diffusers folder, or a checkpoint file opened for conversion (pickles scanned first)."""
+    from ..formats import open_asset
+    from .to_safetensors import open_source
+
+    if Path(src).is_dir():
+        return open_asset(src)
+    return open_source(Path(src))
+
+
+def _is_folder(asset: Asset) -> bool:
+    return asset.format in ("diffusers", "diffusers-component")
+
+
+def _whole_tensor(asset: Asset, name: str, new_name: str | None = None) -> TargetTensor:
+    info = asset.tensors[name]
+    return TargetTensor(new_name or name, info.dtype, info.shape, (SourcePart(name, 0, info.nbytes),))
+
+
+def _component_prefix(layout: str, component: str) -> str:
+    return _layouts()["single_file"].get(layout, {}).get(component, [""])[0]
+
+
+def _replacement_tensors(spec: str, base_plan: DiffusersPlan, base: Asset) -> tuple[str, list[TargetTensor], Asset]:
+    """``COMPONENT=PATH``: the replacement's tensors under the base file's original names."""
+    component, sep, path = spec.partition("=")
+    if not sep or not component or not path:
+        raise AssetkitError(f"--replace {spec!r}: expected COMPONENT=PATH (e.g. vae=my_vae.safetensors)")
+    if component not in base_plan.prefixes:
+        raise LayoutError(f"--replace: a {base_plan.layout} file has no component {component!r} "
+                          f"(has: {', '.join(base_plan.prefixes)})")
+    prefix = base_plan.prefixes[component]
+    family = base_plan.family
+    other = _open_layout_source(Path(path))
+    if other.format == "diffusers":
+        plan = plan_diffusers_to_single_file(other)
+        theirs = _component_prefix(plan.layout, component)
+        targets = [TargetTensor(prefix + t.name[len(theirs):], t.dtype, t.shape, t.parts, t.transform)
+                   for t in plan.tensors if t.parts[0].source.startswith(component + "/")]
+    elif _is_folder(other):
+        plan = plan_diffusers_to_single_file(other)
+        targets = [TargetTensor(prefix + t.name, t.dtype, t.shape, t.parts, t.transform) for t in plan.tensors]
+    else:
+        dplan = plan_single_file_to_diffusers(other, family=family)
+        if component not in dplan.components:
+            raise LayoutError(f"--replace: {path} holds no {component} (has: {', '.join(dplan.components)})")
+        sub_prefix = dplan.prefixes.get(component, "")
+        sources = sorted({p.source for t in dplan.components[component].tensors for p in t.parts})
+        targets = [_whole_tensor(other, n, prefix + n[len(sub_prefix):]) for n in sources]
+    have = {n: (i.dtype, i.shape) for n, i in base.tensors.items() if n.startswith(prefix)}
+    bad = [f"{t.name} {list(t.shape)} (base {list(have[t.name][1])})" for t in targets
+           if t.name in have and tuple(have[t.name][1]) != tuple(t.shape)]
+    new = [t.name for t in targets if t.name not in have]
+    if bad or new:
+        problems = [*(f"shape {b}" for b in bad[:5]), *(f"no such tensor in the base: {n}" for n in new[:5])]
+        raise LayoutError(f"--replace {component}: not compatible with the base file: " + "; ".join(problems))
+    return prefix, targets, other
+
+
+def convert_layout(source: Path, output: Path, *, to: str, family: str | None = None,
+                   config_dir: Path | None = None, dtype: str | None = None, variant: str | None = None,
+                   drop_extras: bool = False, component: str | None = None, replace: Iterable[str] = (),
+                   overwrite: bool = False) -> dict[str, Any]:
+    """``assetkit convert SRC OUT --to diffusers|single-file``: the layout conversions.
+
+    * single file -> diffusers folder (``--component`` writes one component folder);
+    * diffusers folder (pipeline or component) -> single file (``--component`` keeps one
+      component, under its standalone original names);
+    * single file -> single file with ``--replace COMPONENT=PATH`` (components swapped in, checked
+      for shape compatibility) or ``--component`` (one component extracted).
+
+    ``dtype`` is a safetensors id (``F16``...). Returns the summary the CLI prints.
+    """
+    import time
+
+    start = time.perf_counter()
+    if to not in ("diffusers", "single-file"):
+        raise AssetkitError(f"--to {to!r}: use diffusers or single-file")
+    if variant == "fp16" and dtype is None:
+        dtype = "F16"
+    replace = list(replace)
+    asset = _open_layout_source(Path(source))
+    try:
+        if to == "diffusers":
+            if replace:
+                raise AssetkitError("--replace writes a single file: use --to single-file")
+            if _is_folder(asset):
+                raise AssetkitError("already a diffusers folder (use --to single-file, or --variant without --to)",
+                                    where=str(source))
+            plan = plan_single_file_to_diffusers(asset, family=family, config_dir=config_dir)
+            summary = write_diffusers_folder(plan, asset, Path(output), dtype=dtype, variant=variant,
+                                             drop_extras=drop_extras, overwrite=overwrite,
+                                             components=[component] if component else None)
+            summary.update({"to": "diffusers", "source": str(source), "output": str(output)})
+        elif _is_folder(asset):
+            if replace:
+                raise AssetkitError("--replace takes a single file as the base")
+            splan = plan_diffusers_to_single_file(asset)
+            if component:
+                prefix = _component_prefix(splan.layout, component)
+                keep = [t for t in splan.tensors if t.parts[0].source.startswith(component + "/")]
+                if not keep:
+                    raise LayoutError(f"no component {component!r} in this folder", where=str(source))
+                splan = SingleFilePlan(splan.family, component, tuple(
+                    TargetTensor(t.name[len(prefix):], t.dtype, t.shape, t.parts, t.transform) for t in keep), ())
+            summary = write_single_file(splan, asset, Path(output), dtype=dtype, overwrite=overwrite)
+            summary.update({"to": "single-file", "source": str(source), "output": str(output)})
+        else:
+            plan = plan_single_file_to_diffusers(asset, family=family, config_dir=config_dir)
+            targets = [_whole_tensor(asset, n) for n in asset.tensors]
+            others: list[Asset] = []
+            if component:
+                prefix = plan.prefixes.get(component, "")
+                if component not in plan.components or not plan.components[component].tensors:
+                    raise LayoutError(f"no component {component!r} in this file (has: "
+                                      f"{', '.join(c for c, p in plan.components.items() if p.tensors)})")
+                names = sorted({p.source for t in plan.components[component].tensors for p in t.parts})
+                targets = [_whole_tensor(asset, n, n[len(prefix):]) for n in names]
+            replaced: dict[str, int] = {}
+            sources: dict[str, Asset] = {}
+            for spec in replace:
+                prefix, new, other = _replacement_tensors(spec, plan, asset)
+                tag = f"{len(sources)}:"
+                sources[tag] = other
+                others.append(other)
+                new_by_name = {t.name: TargetTensor(t.name, t.dtype, t.shape,
+                                                    tuple(SourcePart(tag + p.source, p.start, p.stop) for p in t.parts),
+                                                    t.transform) for t in new}
+                targets = [new_by_name.get(t.name, t) for t in targets]
+                replaced[spec.partition("=")[0]] = len(new_by_name)
+            splan = SingleFilePlan(plan.family, plan.layout, tuple(targets), ())
+
+            def read(name: str) -> Any:
+                tag, sep, rest = name.partition(":")
+                if sep and f"{tag}:" in sources:
+                    src = sources[f"{tag}:"]
+                    if _is_folder(src) and rest.startswith(SIDECAR + "/"):
+                        side, _ = _read_sidecar(Path(src.path))
+                        assert side is not None
+                        return side.tensor_bytes(rest[len(SIDECAR) + 1:])
+                    return src.tensor_bytes(rest)
+                return asset.tensor_bytes(name)
+
+            metadata = {k: v for k, v in asset.metadata.items() if isinstance(v, str)}
+            _write_tensors(Path(output), splan.tensors, read, dtype, metadata if asset.format == "safetensors" else None)
+            for other in others:
+                other.close()
+            summary = {"to": "single-file", "source": str(source), "output": str(output), "tensors": len(targets),
+                       "layout": plan.layout, "family": plan.family, "replaced": replaced, "component": component,
+                       "lacking": []}
+    finally:
+        asset.close()
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    return summary
