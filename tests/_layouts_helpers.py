@@ -67,7 +67,7 @@ def tensor_key(t: Any) -> tuple[str, tuple[int, ...], bytes]:
     import torch
 
     t = t.detach().contiguous().cpu()
-    raw = t.view(torch.uint8) if t.numel() else t
+    raw = t.reshape(-1).view(torch.uint8) if t.numel() else t
     return (str(t.dtype), tuple(t.shape), bytes(raw.numpy().tobytes()))
 
 

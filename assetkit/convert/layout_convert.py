@@ -180,16 +180,20 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
     fam = family or result.family
     source = {name: (info.dtype, info.shape) for name, info in asset.tensors.items()}
     table = _layouts()
-    if kind == "pipeline" and fam in table["single_file"] and result.layout in (None, "original"):
+    configs: dict[str, Any] | None = None
+    config_id: str | None = None
+    if config_dir is not None:
+        configs = _read_config_dir(Path(config_dir))
+    given = _layout_from_configs(configs, {k.split("/")[0] for k in configs if "/" in k}) if configs else ""
+    if kind == "pipeline" and given in table["single_file"] and result.layout in (None, "original"):
+        layout = given  # the caller's configs say which family this is
+    elif kind == "pipeline" and fam in table["single_file"] and result.layout in (None, "original"):
         layout = fam
     elif kind in ("vae", "unet", "controlnet") and result.layout in (None, "original"):
         layout = kind
     else:
         raise _unknown_layout(asset, _considered() + f" (probe: {result.summary})")
-    if config_dir is not None:
-        configs = _read_config_dir(Path(config_dir))
-        config_id = None
-    else:
+    if configs is None:
         if layout == "controlnet":
             raise LayoutError("ControlNet files need --config DIR (a ControlNetModel config): the catalogue "
                               "has no ControlNet configs yet", where=str(asset.path))
@@ -355,7 +359,7 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
                 if components is not None:
                     index = {k: v for k, v in index.items() if k.startswith("_") or not isinstance(v, list) or k in chosen}
                 (staging / "model_index.json").write_bytes(_json_file(index))
-            if plan.extras and not drop_extras and components is None:
+            if (plan.extras or plan.plain_metadata) and not drop_extras and components is None:
                 meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
                         "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
                 extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
@@ -380,20 +384,25 @@ def _clip_namings(plan: DiffusersPlan) -> dict[str, str]:
 
 
 # ---- diffusers -> single file ----------------------------------------------------------------
-def _folder_layout(asset: Asset, sidecar_meta: Mapping[str, str]) -> str:
-    if "assetkit.layout" in sidecar_meta:
-        return sidecar_meta["assetkit.layout"]
-    comps = set(asset.components)
-    if asset.format == "diffusers-component":
-        cls = (asset.configs.get("config.json") or {}).get("_class_name")
+def _layout_from_configs(configs: Mapping[str, Any], components: Iterable[str]) -> str:
+    """The original layout a set of diffusers configs maps to ("" when it cannot tell)."""
+    comps = set(components)
+    if "model_index.json" not in configs:
+        cls = (configs.get("config.json") or {}).get("_class_name")
         return {"AutoencoderKL": "vae", "UNet2DConditionModel": "unet", "ControlNetModel": "controlnet"}.get(cls, "")
     if "text_encoder_2" in comps:
         return "sdxl" if "text_encoder" in comps else "sdxl-refiner"
-    te = asset.configs.get("text_encoder/config.json")
+    te = configs.get("text_encoder/config.json")
     if te is None:
         return ""
     # OpenAI CLIP (SD1) uses quick_gelu; the OpenCLIP encoders (SD2) use gelu.
     return "sd1" if te.get("hidden_act", "quick_gelu") == "quick_gelu" else "sd2"
+
+
+def _folder_layout(asset: Asset, sidecar_meta: Mapping[str, str]) -> str:
+    if "assetkit.layout" in sidecar_meta:
+        return sidecar_meta["assetkit.layout"]
+    return _layout_from_configs(asset.configs, asset.components)
 
 
 def _read_sidecar(folder: Path) -> tuple[Asset | None, dict[str, str]]:
