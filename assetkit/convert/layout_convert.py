@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,40 +253,79 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
 
 
 # ---- writing ---------------------------------------------------------------------------------
-def _target_bytes(target: TargetTensor, read: Callable[[str], memoryview | bytes], dtype: str) -> Any:
+#: Where a part's source tensor lives: ``name -> (asset, tensor name in that asset)``.
+Locate = Callable[[str], tuple[Asset, str]]
+
+
+def _part_chunks(part: SourcePart, locate: Locate, reader: Any) -> Iterator[memoryview]:
+    """The bytes of one source part, in chunks of a reused buffer (pread; bounded memory)."""
+    import dataclasses
+
+    from .to_safetensors import _source_start
+
+    asset, key = locate(part.source)
+    info = asset.tensors[key]
+    if part.stop <= part.start:
+        return
+    if reader.is_direct(info):
+        sub = dataclasses.replace(info, dtype="U8", shape=(part.stop - part.start,), storage_offset=0, stride=None,
+                                  data_offset=_source_start(info) + part.start, storage_nbytes=None)
+        yield from reader.copy_chunks(sub)
+    else:  # strided or big-endian: this one tensor is materialised
+        yield memoryview(asset.tensor_bytes(key)).cast("B")[part.start:part.stop]
+
+
+def _target_chunks(target: TargetTensor, locate: Locate, reader: Any, dtype: str) -> Iterator[memoryview]:
+    """The target tensor's bytes in ``dtype``, chunk by chunk."""
+    from .dtype_cast import cast_bytes
+
     if target.transform == "transpose":
         import numpy as np
 
         from ..formats.dtypes import DTYPES
 
-        part = target.parts[0]
+        raw = b"".join(bytes(c) for c in _part_chunks(target.parts[0], locate, reader))
         item = DTYPES[target.dtype].itemsize
-        raw = memoryview(read(part.source))[part.start:part.stop]
         arr = np.frombuffer(raw, dtype=np.dtype(f"V{item}")).reshape(target.shape[1], target.shape[0])
-        data: Any = memoryview(np.ascontiguousarray(arr.T)).cast("B")
-    elif len(target.parts) == 1:
-        part = target.parts[0]
-        data = memoryview(read(part.source))[part.start:part.stop]
+        chunks: Iterable[memoryview] = [memoryview(np.ascontiguousarray(arr.T).tobytes())]
     else:
-        data = b"".join(bytes(memoryview(read(p.source))[p.start:p.stop]) for p in target.parts)
-    if dtype != target.dtype:
-        from .dtype_cast import cast_bytes
-
-        data = cast_bytes(data, target.dtype, dtype)
-    return data
+        chunks = (c for p in target.parts for c in _part_chunks(p, locate, reader))
+    for chunk in chunks:
+        yield chunk if dtype == target.dtype else cast_bytes(chunk, target.dtype, dtype)
 
 
-def _write_tensors(dest: Path, targets: Iterable[TargetTensor], read: Callable[[str], Any],
-                   dtype: str | None, metadata: Mapping[str, str] | None = None) -> None:
+def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, dtype: str | None,
+                   metadata: Mapping[str, str] | None = None, *, hash_key: str | None = None) -> str | None:
+    """Stream ``targets`` into a safetensors file at ``dest`` (atomic). With ``hash_key``, the
+    metadata entry of that name becomes ``0x`` + the sha256 of the tensor data, computed while
+    writing and patched into the header before the file is committed. Returns that digest."""
+    import hashlib
+
     from ..formats.safetensors import SafetensorsWriter, TensorSpec
     from .dtype_cast import output_dtype
+    from .to_safetensors import _Source
 
     targets = list(targets)
     out_dtypes = [output_dtype(t.dtype, dtype) for t in targets]
     specs = [TensorSpec(t.name, d, t.shape) for t, d in zip(targets, out_dtypes, strict=True)]
-    with SafetensorsWriter(dest, specs, metadata) as writer:
-        for target, out in zip(targets, out_dtypes, strict=True):
-            writer.write_tensor(target.name, _target_bytes(target, read, out))
+    meta = dict(metadata or {})
+    digest = hashlib.sha256() if hash_key else None
+    if hash_key:
+        meta[hash_key] = "0x" + "0" * 64  # placeholder of the final length
+    reader = _Source()
+    try:
+        with SafetensorsWriter(dest, specs, meta or None) as writer:
+            for target, out in zip(targets, out_dtypes, strict=True):
+                for chunk in _target_chunks(target, locate, reader, out):
+                    if digest is not None:
+                        digest.update(chunk)
+                    writer.write(chunk)
+            if digest is not None and hash_key:
+                meta[hash_key] = "0x" + digest.hexdigest()
+                writer.replace_metadata(meta)
+    finally:
+        reader.close()
+    return digest.hexdigest() if digest is not None else None
 
 
 def _weight_name(library: str, variant: str | None) -> str:
@@ -351,7 +390,7 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
                     cfg["torch_dtype"] = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(dtype, cfg.get("torch_dtype"))
                 (folder / "config.json").write_bytes(_json_file(cfg))
             if comp.tensors:
-                _write_tensors(folder / _weight_name(comp.library, variant), comp.tensors, asset.tensor_bytes, dtype)
+                _write_tensors(folder / _weight_name(comp.library, variant), comp.tensors, lambda n: (asset, n), dtype)
             summary["components"][name] = len(comp.tensors)
         if not single_component:
             if plan.model_index:
@@ -364,7 +403,7 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
                         "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
                 extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
                                        (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
-                _write_tensors(staging / SIDECAR, extras, asset.tensor_bytes, None, meta)
+                _write_tensors(staging / SIDECAR, extras, lambda n: (asset, n), None, meta)
         _place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -487,26 +526,22 @@ def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str
 def write_single_file(plan: SingleFilePlan, asset: Asset, dest: Path, *, dtype: str | None = None,
                       overwrite: bool = False) -> dict[str, Any]:
     """Stream ``plan`` into one safetensors file with ModelSpec metadata (``hash_sha256`` of the
-    tensor data as written). Two passes over the data: hash, then write (reads are page cache)."""
-    import hashlib
-
+    tensor data as written, computed in the same pass)."""
     side, _ = _read_sidecar(Path(asset.path))
 
-    def read(name: str) -> Any:
+    def locate(name: str) -> tuple[Asset, str]:
         if name.startswith(SIDECAR + "/"):
             assert side is not None
-            return side.tensor_bytes(name[len(SIDECAR) + 1:])
-        return asset.tensor_bytes(name)
+            return side, name[len(SIDECAR) + 1:]
+        return asset, name
 
-    from .dtype_cast import output_dtype
-
-    digest = hashlib.sha256()
-    for t in plan.tensors:
-        digest.update(_target_bytes(t, read, output_dtype(t.dtype, dtype)))
-    meta = _modelspec(plan, asset, digest.hexdigest())
-    _write_tensors(Path(dest), plan.tensors, read, dtype, meta)
-    if side is not None:
-        side.close()
+    meta = _modelspec(plan, asset, "0" * 64)
+    try:
+        digest = _write_tensors(Path(dest), plan.tensors, locate, dtype, meta, hash_key="modelspec.hash_sha256")
+    finally:
+        if side is not None:
+            side.close()
+    meta["modelspec.hash_sha256"] = f"0x{digest}"
     return {"tensors": len(plan.tensors), "layout": plan.layout, "family": plan.family, "lacking": list(plan.lacking),
             "metadata": meta}
 
@@ -645,19 +680,21 @@ def convert_layout(source: Path, output: Path, *, to: str, family: str | None = 
                 replaced[spec.partition("=")[0]] = len(new_by_name)
             splan = SingleFilePlan(plan.family, plan.layout, tuple(targets), ())
 
-            def read(name: str) -> Any:
+            def locate(name: str) -> tuple[Asset, str]:
                 tag, sep, rest = name.partition(":")
                 if sep and f"{tag}:" in sources:
                     src = sources[f"{tag}:"]
                     if _is_folder(src) and rest.startswith(SIDECAR + "/"):
                         side, _ = _read_sidecar(Path(src.path))
                         assert side is not None
-                        return side.tensor_bytes(rest[len(SIDECAR) + 1:])
-                    return src.tensor_bytes(rest)
-                return asset.tensor_bytes(name)
+                        others.append(side)
+                        return side, rest[len(SIDECAR) + 1:]
+                    return src, rest
+                return asset, name
 
             metadata = {k: v for k, v in asset.metadata.items() if isinstance(v, str)}
-            _write_tensors(Path(output), splan.tensors, read, dtype, metadata if asset.format == "safetensors" else None)
+            _write_tensors(Path(output), splan.tensors, locate, dtype,
+                           metadata if asset.format == "safetensors" else None)
             for other in others:
                 other.close()
             summary = {"to": "single-file", "source": str(source), "output": str(output), "tensors": len(targets),
