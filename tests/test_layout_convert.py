@@ -329,3 +329,18 @@ def test_pickle_source_converts_like_safetensors(tiny, tmp_path):
 
     with safe_open(str(tmp_path / "d" / SIDECAR), "np") as fh:  # position_ids live there, and the plain values
         assert json.loads(fh.metadata()["assetkit.plain_metadata"])["global_step"] == 470000
+
+
+def test_file_and_configs_that_do_not_fit_are_refused(tiny, tmp_path):
+    """Names alone match (same block structure), widths do not: refused before writing."""
+    folder, single = tiny["sd1"]
+    other = tmp_path / "configs"
+    import shutil
+
+    shutil.copytree(folder, other, ignore=shutil.ignore_patterns("*.safetensors"))
+    cfg = json.loads((other / "unet" / "config.json").read_text())
+    cfg["block_out_channels"] = [64, 128]
+    (other / "unet" / "config.json").write_text(json.dumps(cfg))
+    r = _cli("convert", str(single), str(tmp_path / "out"), "--to", "diffusers", "--config", str(other))
+    assert r.returncode == 2 and "does not fit the configs" in r.stderr and "unet/conv_in.weight" in r.stderr
+    assert not (tmp_path / "out").exists()

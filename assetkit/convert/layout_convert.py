@@ -143,6 +143,42 @@ def _choose_config(kind: str, family: str | None, variant: str | None, predictio
 
 
 # ---- single file -> diffusers ----------------------------------------------------------------
+def _decisive_shapes(kind: str, config: Mapping[str, Any], prefix: str) -> dict[str, tuple[int, ...]]:
+    """A few diffusers tensor shapes that the config fixes (widths, channels, context): enough to
+    tell that a file and a config do not belong together before anything is written."""
+    want: dict[str, tuple[int, ...]] = {}
+    if kind in ("unet", "controlnet"):
+        channels = config["block_out_channels"]
+        want["conv_in.weight"] = (channels[0], config.get("in_channels", 4), 3, 3)
+        cross = config.get("cross_attention_dim")
+        if isinstance(cross, int):
+            want["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"] = (channels[-1], cross)
+        if config.get("projection_class_embeddings_input_dim"):
+            want["add_embedding.linear_1.weight"] = (channels[0] * 4, config["projection_class_embeddings_input_dim"])
+    elif kind == "vae":
+        channels = config["block_out_channels"]
+        latent = config.get("latent_channels", 4)
+        want["encoder.conv_in.weight"] = (channels[0], config.get("in_channels", 3), 3, 3)
+        want["decoder.conv_in.weight"] = (channels[-1], latent, 3, 3)
+    elif kind in ("clip", "open_clip"):
+        hidden = config["hidden_size"]
+        want[f"{prefix}embeddings.token_embedding.weight"] = (config.get("vocab_size", 49408), hidden)
+        if config.get("num_hidden_layers", 0) > 0:
+            want[f"{prefix}encoder.layers.0.mlp.fc1.weight"] = (config["intermediate_size"], hidden)
+    return want
+
+
+def _check_shapes(component: str, kind: str, config: Mapping[str, Any], targets: Iterable[TargetTensor],
+                  where: str) -> None:
+    by_name = {t.name: t.shape for t in targets}
+    prefix = diffusers_prefix(dict(config)) if kind in ("clip", "open_clip") else ""
+    bad = [f"{component}/{n} is {list(by_name[n])}, the config wants {list(shape)}"
+           for n, shape in _decisive_shapes(kind, config, prefix).items() if n in by_name and tuple(by_name[n]) != shape]
+    if bad:
+        raise LayoutError("the file does not fit the configs (pass --config DIR with its own): " + "; ".join(bad[:3]),
+                          where=where)
+
+
 def _unknown_layout(asset: Asset, considered: str) -> LayoutError:
     prefixes: dict[str, int] = {}
     for name in asset.tensors:
@@ -221,6 +257,8 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         rules = _rules_for(rules_kind, config, sub)
         mapped: Mapped = map_names([r.prefixed(prefix, "") for r in rules], source, "to_diffusers")
         missing.extend(mapped.missing)
+        if not mapped.missing:
+            _check_shapes(comp, rules_kind, config, mapped.targets, str(asset.path))
         claimed.update(p.source for t in mapped.targets for p in t.parts)
         components[comp] = ComponentPlan(comp, config, {}, mapped.targets,
                                          library=_component_library(model_index, comp)
