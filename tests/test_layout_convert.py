@@ -344,3 +344,17 @@ def test_file_and_configs_that_do_not_fit_are_refused(tiny, tmp_path):
     r = _cli("convert", str(single), str(tmp_path / "out"), "--to", "diffusers", "--config", str(other))
     assert r.returncode == 2 and "does not fit the configs" in r.stderr and "unet/conv_in.weight" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_fp16_variant_folder_back_to_single_file(tiny, tmp_path):
+    folder, single = tiny["sdxl"]
+    r = _cli("convert", str(single), str(tmp_path / "d"), "--to", "diffusers", "--config", str(folder),
+             "--variant", "fp16")
+    assert r.returncode == 0, r.stderr
+    r = _cli("convert", str(tmp_path / "d"), str(tmp_path / "half.safetensors"), "--to", "single-file",
+             "--variant", "fp16", "--json")
+    assert r.returncode == 0, r.stderr
+    half = file_tensors(tmp_path / "half.safetensors")
+    full = file_tensors(single)
+    assert half.keys() == full.keys()
+    assert {v[0] for v in half.values()} == {"torch.float16"}

@@ -351,19 +351,55 @@ def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, 
     if hash_key:
         meta[hash_key] = "0x" + "0" * 64  # placeholder of the final length
     reader = _Source()
+    hasher = _Hasher(digest) if digest is not None else None
     try:
         with SafetensorsWriter(dest, specs, meta or None) as writer:
             for target, out in zip(targets, out_dtypes, strict=True):
                 for chunk in _target_chunks(target, locate, reader, out):
-                    if digest is not None:
-                        digest.update(chunk)
+                    if hasher is not None:
+                        hasher.feed(chunk)
                     writer.write(chunk)
-            if digest is not None and hash_key:
-                meta[hash_key] = "0x" + digest.hexdigest()
+            if hasher is not None and hash_key:
+                meta[hash_key] = "0x" + hasher.hexdigest()
                 writer.replace_metadata(meta)
     finally:
+        if hasher is not None:
+            hasher.close()
         reader.close()
     return digest.hexdigest() if digest is not None else None
+
+
+class _Hasher:
+    """sha256 in a second thread (hashlib releases the GIL), so hashing overlaps reading and
+    writing; chunks are copied (the reader reuses its buffer) and at most a few are queued."""
+
+    def __init__(self, digest: Any, depth: int = 4) -> None:
+        import queue
+        import threading
+
+        self.digest = digest
+        self.queue: Any = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            self.digest.update(item)
+
+    def feed(self, chunk: memoryview) -> None:
+        self.queue.put(bytes(chunk))
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
 
 
 def _weight_name(library: str, variant: str | None) -> str:
@@ -586,13 +622,14 @@ def write_single_file(plan: SingleFilePlan, asset: Asset, dest: Path, *, dtype: 
 
 
 # ---- one entry point for the CLI -------------------------------------------------------------
-def _open_layout_source(src: Path) -> Asset:
-    """A diffusers folder, or a checkpoint file opened for conversion (pickles scanned first)."""
+def _open_layout_source(src: Path, variant: str | None = None) -> Asset:
+    """A diffusers folder (its ``variant`` weights if given), or a checkpoint file opened for
+    conversion (pickles scanned first)."""
     from ..formats import open_asset
     from .to_safetensors import open_source
 
     if Path(src).is_dir():
-        return open_asset(src)
+        return open_asset(src, variant=variant)
     return open_source(Path(src))
 
 
@@ -667,7 +704,7 @@ def convert_layout(source: Path, output: Path, *, to: str, family: str | None = 
     if variant == "fp16" and dtype is None:
         dtype = "F16"
     replace = list(replace)
-    asset = _open_layout_source(Path(source))
+    asset = _open_layout_source(Path(source), variant if to == "single-file" else None)
     try:
         if to == "diffusers":
             if replace:
