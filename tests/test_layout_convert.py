@@ -358,3 +358,33 @@ def test_fp16_variant_folder_back_to_single_file(tiny, tmp_path):
     full = file_tensors(single)
     assert half.keys() == full.keys()
     assert {v[0] for v in half.values()} == {"torch.float16"}
+
+
+@pytest.mark.parametrize("prefixed", [True, False])
+def test_controlnet_both_ways_against_diffusers(tmp_path, prefixed):
+    """A tiny ControlNet saved by diffusers -> our original-layout file (``control_model.`` or
+    prefix-less) -> diffusers' own from_single_file gives the same tensors; and back to a folder."""
+    import torch
+    from diffusers import ControlNetModel
+    from safetensors.numpy import load_file, save_file
+
+    torch.manual_seed(0)
+    model = ControlNetModel(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=32,
+                            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), attention_head_dim=2,
+                            cross_attention_dim=32, conditioning_embedding_out_channels=(16, 32))
+    model.save_pretrained(str(tmp_path / "cn"))
+    single = tmp_path / "cn.safetensors"
+    r = _cli("convert", str(tmp_path / "cn"), str(single), "--to", "single-file")
+    assert r.returncode == 0, r.stderr
+    names = list(file_tensors(single))
+    assert names and all(not n.startswith("control_model.") for n in names)
+    if prefixed:
+        save_file({"control_model." + k: v for k, v in load_file(str(single)).items()}, str(single))
+    theirs = ControlNetModel.from_single_file(str(single), config=str(tmp_path / "cn"), local_files_only=True)
+    from _layouts_helpers import tensor_key
+
+    want = file_tensors(tmp_path / "cn" / "diffusion_pytorch_model.safetensors")
+    assert {k: tensor_key(v) for k, v in theirs.state_dict().items()} == want
+    r = _cli("convert", str(single), str(tmp_path / "back"), "--to", "diffusers", "--config", str(tmp_path / "cn"))
+    assert r.returncode == 0, r.stderr
+    assert file_tensors(tmp_path / "back" / "diffusion_pytorch_model.safetensors") == want

@@ -159,3 +159,29 @@ def test_full_size_vae_random_bytes_equal_diffusers_from_single_file(tmp_path, l
     theirs = {k: tensor_key(v) for k, v in model.state_dict().items()}
     assert mine.keys() == theirs.keys()
     assert [k for k in mine if mine[k] != theirs[k]] == []
+
+
+FACTORY = {"sd15_inpaint": "sd1-inpaint", "sd2_inpaint": "sd2-inpaint", "sdxl_inpaint": "sdxl-inpaint",
+           "sdxl_refiner": "sdxl-refiner", "unet_sd15": "sd1", "unet_sdxl": "sdxl",
+           "vae_sd": "vae-sd", "controlnet_sd15": "controlnet-sd1", "controlnet_sd15_unprefixed": "controlnet-sd1",
+           "controlnet_sd21": "controlnet-sd2"}
+
+
+@pytest.mark.parametrize("fixture_id", list(FACTORY))
+def test_more_families_and_standalone_components(fixture_id, tmp_path):
+    """Full-size factory layouts: the right catalogue configs, names and shapes equal to the models
+    diffusers builds from them, every byte covered once; standalone files give one component."""
+    from assetkit.factory import make_fixture
+
+    path = make_fixture(fixture_id, tmp_path, full=True)
+    with open_asset(path) as asset:
+        plan = plan_single_file_to_diffusers(asset)
+        assert plan.config_id == FACTORY[fixture_id]
+        _assert_covered_once(asset, plan)
+        weighted = {n: c for n, c in plan.components.items() if c.tensors}
+        if fixture_id.startswith(("unet_", "vae_", "controlnet_")):
+            assert list(plan.components) == list(weighted) and len(weighted) == 1 and plan.model_index == {}
+        for name, comp in weighted.items():
+            cls = comp.config.get("_class_name") or comp.config["architectures"][0]
+            want = {k: tuple(v.shape) for k, v in _meta_model(cls, comp.config).state_dict().items()}
+            assert {t.name: t.shape for t in comp.tensors} == want, name

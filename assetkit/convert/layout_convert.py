@@ -135,8 +135,7 @@ def _choose_config(kind: str, family: str | None, variant: str | None, predictio
     exact = [r for r in rows if r["prediction_type"] == prediction]
     chosen = exact or [r for r in rows if prediction is None] or rows
     if not chosen:
-        considered = sorted({f"{r['family']}{'-' + r['variant'] if r['variant'] else ''}"
-                             for r in table["configs"] if r["kind"] in (kind, "vae")})
+        considered = [r["id"] for r in table["configs"] if r["kind"] == kind]
         raise LayoutError(f"no catalogue configs for {family or 'unknown family'} {kind}"
                           f"{f' ({variant})' if variant else ''}; families considered: {', '.join(considered)}")
     return chosen[0]["id"]
@@ -230,9 +229,6 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
     else:
         raise _unknown_layout(asset, _considered() + f" (probe: {result.summary})")
     if configs is None:
-        if layout == "controlnet":
-            raise LayoutError("ControlNet files need --config DIR (a ControlNetModel config): the catalogue "
-                              "has no ControlNet configs yet", where=str(asset.path))
         config_id = _choose_config(kind, fam, result.variant, result.prediction_type)
         configs = catalogue_configs(config_id)
     components_spec: dict[str, list[str]] = dict(table["single_file"][layout])
@@ -242,13 +238,14 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         components_spec = {"unet": ["model.diffusion_model.", "unet"]}
     if layout == "vae" and any(n.startswith("first_stage_model.") for n in source):
         components_spec = {"vae": ["first_stage_model.", "vae"]}
-    model_index = configs.get("model_index.json", {})
+    standalone = layout in ("vae", "unet", "controlnet")
+    model_index = {} if standalone else configs.get("model_index.json", {})
     components: dict[str, ComponentPlan] = {}
     claimed: set[str] = set()
     missing: list[str] = []
     for comp, (prefix, rules_kind) in components_spec.items():
         cfg_name = f"{comp}/config.json"
-        if cfg_name not in configs and layout in ("vae", "unet", "controlnet") and "config.json" in configs:
+        if cfg_name not in configs and standalone and "config.json" in configs:
             cfg_name = "config.json"
         config = configs.get(cfg_name)
         if config is None:
@@ -268,7 +265,7 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         raise LayoutError(f"{len(missing)} tensors the {config_id or 'given'} layout needs are missing: {shown}",
                           where=str(asset.path))
     # Components with no weights in the single file: tokenizers and the scheduler.
-    for rel, value in configs.items():
+    for rel, value in ({} if standalone else configs).items():
         top = rel.split("/", 1)
         if len(top) == 2 and top[0] not in components and (top[0] in model_index or not model_index):
             plan = components.get(top[0])
