@@ -15,7 +15,8 @@ command runs as a whole process:
 Prints wall time, peak RSS and the ratio to ``cp`` + ``sync``. Page caches cannot be dropped
 here: every command reads a warm source.
 
-Usage: ``python bench/bench_layouts.py [--workdir DIR] [--runs N] [--only sd15|sdxl] [--keep]``
+Usage: ``python bench/bench_layouts.py [--workdir DIR] [--runs N] [--only sd15|sdxl]`` (the sources are
+removed on the way: at most the source and one output are on disk at once)
 """
 
 from __future__ import annotations
@@ -75,38 +76,50 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+DIGESTS = (
+    "import sys, json, hashlib\n"
+    "from safetensors import safe_open\n"
+    "with safe_open(sys.argv[1], 'np') as fh:\n"
+    "    print(json.dumps({k: hashlib.sha256(fh.get_tensor(k).tobytes()).hexdigest() for k in fh.keys()}))\n"
+)
+
+
+def digests(path: Path) -> dict[str, str]:
+    """sha256 of every tensor (a child process, so no memory enters the measuring process)."""
+    out = subprocess.run([PYTHON, "-c", DIGESTS, str(path)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
 def bench_case(case: str, workdir: Path, runs: int) -> dict:
+    """At most two full-size copies on disk at any time: the source and one output (SDXL ~7 GB each)."""
     layout, config_id, pipeline_class = CASES[case]
     src = ensure_random(workdir / f"{case}-random-fp16.safetensors", layout)
+    size = src.stat().st_size
     copy, folder, back, theirs = (workdir / f"{case}-cp.safetensors", workdir / f"{case}-diffusers",
                                   workdir / f"{case}-back.safetensors", workdir / f"{case}-diffusers-route")
     configs = REPO / "registry" / "configs" / config_id
-    rows = []
-    rows.append(measure("cp + sync", ["sh", "-c", CP_SYNC, "sh", str(src), str(copy)], runs=runs, warmup=0,
-                        before_each=lambda: remove(copy)))
+    cp_sync = measure("cp + sync", ["sh", "-c", CP_SYNC, "sh", str(src), str(copy)], runs=runs, warmup=0,
+                      before_each=lambda: remove(copy))
     remove(copy)
-    to_diffusers = measure("assetkit convert --to diffusers", assetkit_cmd("convert", str(src), str(folder), "--to",
-                                                                            "diffusers"),
-                           runs=runs, warmup=0, before_each=lambda: remove(folder))
-    rows.append(to_diffusers)
-    to_single = measure("assetkit convert --to single-file", assetkit_cmd("convert", str(folder), str(back), "--to",
-                                                                           "single-file"),
-                        runs=runs, warmup=0, before_each=lambda: remove(back))
-    rows.append(to_single)
-    same = subprocess.run([PYTHON, "-c", "import sys\nfrom safetensors import safe_open\n"
-                           "a, b = safe_open(sys.argv[1], 'np'), safe_open(sys.argv[2], 'np')\n"
-                           "assert set(a.keys()) == set(b.keys())\n"
-                           "assert all((a.get_tensor(k).tobytes() == b.get_tensor(k).tobytes()) for k in a.keys())\n"
-                           "print('round trip bit-identical')", str(src), str(back)], capture_output=True, text=True)
-    print(same.stdout.strip() or same.stderr.strip()[-300:])
-    remove(back)
-    rows.append(measure("diffusers from_single_file + save_pretrained",
-                        [PYTHON, "-c", DIFFUSERS_ROUTE, str(src), str(theirs), pipeline_class, str(configs)],
-                        runs=1, warmup=0, before_each=lambda: remove(theirs)))
+    route = measure("diffusers from_single_file + save_pretrained",
+                    [PYTHON, "-c", DIFFUSERS_ROUTE, str(src), str(theirs), pipeline_class, str(configs)],
+                    runs=1, warmup=0, before_each=lambda: remove(theirs))
     remove(theirs)
+    to_diffusers = measure("assetkit convert --to diffusers",
+                           assetkit_cmd("convert", str(src), str(folder), "--to", "diffusers"),
+                           runs=runs, warmup=0, before_each=lambda: remove(folder))
+    before = digests(src)
+    remove(src)
+    to_single = measure("assetkit convert --to single-file",
+                        assetkit_cmd("convert", str(folder), str(back), "--to", "single-file"),
+                        runs=runs, warmup=0, before_each=lambda: remove(back))
+    same = "round trip bit-identical" if digests(back) == before else "ROUND TRIP DIFFERS"
+    print(same)
+    remove(back)
     remove(folder)
-    table = print_table(f"{case}: {src.stat().st_size / 2**30:.2f} GiB single file <-> diffusers folder", rows)
-    return {"case": case, "bytes": src.stat().st_size, "rows": table, "round_trip": same.stdout.strip()}
+    table = print_table(f"{case}: {size / 2**30:.2f} GiB single file <-> diffusers folder",
+                        [cp_sync, to_diffusers, to_single, route], baseline=cp_sync)
+    return {"case": case, "bytes": size, "rows": table, "round_trip": same}
 
 
 def main() -> None:
@@ -114,13 +127,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--only", choices=sorted(CASES))
-    parser.add_argument("--keep", action="store_true", help="keep the random source files")
     args = parser.parse_args()
     results = []
     for case in ([args.only] if args.only else list(CASES)):
         results.append(bench_case(case, args.workdir, args.runs))
-        if not args.keep:
-            remove(args.workdir / f"{case}-random-fp16.safetensors")
     out = args.workdir / "bench_layouts.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

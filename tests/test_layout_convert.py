@@ -388,3 +388,15 @@ def test_controlnet_both_ways_against_diffusers(tmp_path, prefixed):
     r = _cli("convert", str(single), str(tmp_path / "back"), "--to", "diffusers", "--config", str(tmp_path / "cn"))
     assert r.returncode == 0, r.stderr
     assert file_tensors(tmp_path / "back" / "diffusion_pytorch_model.safetensors") == want
+
+
+def test_layout_conversion_imports_neither_torch_nor_diffusers(tiny, tmp_path):
+    folder, single = tiny["sd2"]
+    code = ("import sys\n"
+            "from assetkit.convert import convert_layout\n"
+            f"convert_layout({str(single)!r}, {str(tmp_path / 'd')!r}, to='diffusers', config_dir={str(folder)!r})\n"
+            f"convert_layout({str(tmp_path / 'd')!r}, {str(tmp_path / 'b.safetensors')!r}, to='single-file')\n"
+            "assert not {'torch', 'diffusers', 'transformers'} & set(sys.modules), sorted(sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert file_tensors(tmp_path / "b.safetensors") == file_tensors(single)
