@@ -32,27 +32,22 @@ def pipeline_copy(tiny_pipeline: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sd15_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same VAE in three containers: inside a full SD1.5 checkpoint (original names), as a
-    standalone original-layout file (other metadata, other key order), and in the ``vae/`` folder
-    of a diffusers pipeline that the converter wrote from the checkpoint."""
+def sd15_trio(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same VAE in three containers: in the ``vae/`` folder of a diffusers pipeline (saved by
+    diffusers), inside a full original-layout checkpoint that the converter wrote from that
+    pipeline, and as a standalone original-layout file (other metadata, other key order).
+    ``config`` is the folder whose configs split the tiny checkpoint (the catalogue's are full-size)."""
     from safetensors.numpy import load_file, save_file
 
     from assetkit import open_asset
-    from assetkit.factory import make_fixture
+    from assetkit.convert import plan_diffusers_to_single_file, write_single_file
 
     base = tmp_path_factory.mktemp("trio")
-    checkpoint = make_fixture("sd15", base, "safetensors")
+    checkpoint = base / "sd15-tiny.safetensors"
+    with open_asset(tiny_pipeline) as asset:
+        write_single_file(plan_diffusers_to_single_file(asset), asset, checkpoint)
     tensors = load_file(checkpoint)
     vae = {k[len("first_stage_model."):]: v for k, v in tensors.items() if k.startswith("first_stage_model.")}
     standalone = base / "vae-standalone.safetensors"
     save_file(dict(reversed(list(vae.items()))), standalone, metadata={"source": "standalone copy"})
-    out = {"checkpoint": checkpoint, "standalone_vae": standalone}
-    try:
-        from assetkit.convert import plan_single_file_to_diffusers, write_diffusers_folder
-    except ImportError:
-        return out
-    with open_asset(checkpoint) as asset:
-        write_diffusers_folder(plan_single_file_to_diffusers(asset), asset, base / "sd15-diffusers")
-    out["folder"] = base / "sd15-diffusers"
-    return out
+    return {"checkpoint": checkpoint, "standalone_vae": standalone, "folder": tiny_pipeline, "config": tiny_pipeline}

@@ -20,11 +20,9 @@ def _canonical(reg: Registry, name: str) -> str:
 
 
 def test_same_vae_from_three_containers_is_one_blob(tmp_path: Path, sd15_trio: dict[str, Path]) -> None:  # noqa: F811
-    if "folder" not in sd15_trio:
-        pytest.skip("the converter (plan_single_file_to_diffusers) is not available")
     reg = Registry(tmp_path / "reg")
-    full = reg.add(sd15_trio["checkpoint"], name="full").record
-    standalone = reg.add(sd15_trio["standalone_vae"], name="vae").record
+    full = reg.add(sd15_trio["checkpoint"], name="full", config=sd15_trio["config"]).record
+    standalone = reg.add(sd15_trio["standalone_vae"], name="vae", config=sd15_trio["config"]).record
     folder = reg.add(sd15_trio["folder"], name="folder").record
     assert full.storage == "components" and set(full.components) >= {"unet", "vae", "text_encoder"}
     vae_blobs = {_canonical(reg, full.components["vae"]), _canonical(reg, standalone.components["vae"]),
@@ -36,7 +34,7 @@ def test_same_vae_from_three_containers_is_one_blob(tmp_path: Path, sd15_trio: d
     ours = load_file(reg.store.path(blob))
     theirs = load_file(sd15_trio["folder"] / "vae" / "diffusion_pytorch_model.safetensors")
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
-    # split the same way (same catalogue config), the standalone file even reuses the checkpoint's
+    # split the same way (same configs), the standalone file even reuses the checkpoint's
     # VAE component asset; the diffusers folder's vae/ (its own config.json) is another asset, same blob
     assert standalone.components["vae"] == full.components["vae"]
     shares = {s["asset"] for s in reg.show("vae")["shares"]}
@@ -133,8 +131,6 @@ def test_pipeline_exports_as_one_original_layout_file_through_the_converter(
     from assetkit import open_asset
     from assetkit.probe import probe
 
-    if "folder" not in sd15_trio:
-        pytest.skip("the converter (plan_single_file_to_diffusers) is not available")
     reg = Registry(tmp_path / "reg")
     reg.add(sd15_trio["folder"], name="pipe")
     out = Path(reg.export("pipe", tmp_path / "pipe.safetensors", form="single-file")["path"])
@@ -142,7 +138,7 @@ def test_pipeline_exports_as_one_original_layout_file_through_the_converter(
         result = probe(asset)
         assert (result.kind, result.layout) == ("pipeline", "original")
         assert any(n.startswith("first_stage_model.") for n in asset.tensors)
-    back = reg.add(out, name="pipe-single").record  # and it comes back in, split into components
+    back = reg.add(out, name="pipe-single", config=sd15_trio["config"]).record  # back in, split again
     assert back.storage == "components"
     assert _canonical(reg, back.components["vae"]) == _canonical(reg, "pipe.vae")
     assert _canonical(reg, back.components["unet"]) == _canonical(reg, "pipe.unet")

@@ -57,17 +57,19 @@ def command() -> None:
 @click.option("--description", default="", help="Free text.")
 @click.option("--kind", help="Override the probe's kind (its answer is kept as evidence).")
 @click.option("--family", help="Override the probe's family (its answer is kept as evidence).")
+@click.option("--config", "config", type=click.Path(path_type=Path),
+              help="A diffusers folder whose configs split a single file (default: the catalogue's).")
 @root_option
 @json_option
 @handles_errors
 def add_cmd(path: Path, name: str | None, tags: tuple[str, ...], description: str, kind: str | None,
-            family: str | None, root: Path | None, json_output: bool) -> None:
+            family: str | None, config: Path | None, root: Path | None, json_output: bool) -> None:
     """Add a file (safetensors, or a pickle: scanned, stored as safetensors) or a diffusers folder."""
     reg = _registry(root)
     total = 2 * _size_of(path) if path.exists() and sys.stderr.isatty() and not json_output else 0
     with _Progress(not json_output, "adding", total) as progress:
         result = reg.add(path, name=name, tags=tags, description=description, kind=kind, family=family,
-                         progress=progress)
+                         config=config, progress=progress)
     if json_output:
         emit_json({"ok": True, **result.to_dict()})
         return

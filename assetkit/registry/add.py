@@ -126,9 +126,11 @@ def name_from_path(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 def add_path(reg: Registry, path: str | os.PathLike[str], *, name: str | None = None, tags: Iterable[str] = (),
              description: str = "", kind: str | None = None, family: str | None = None,
-             progress: Progress | None = None, follow_root: Path | None = None) -> AddResult:
+             progress: Progress | None = None, follow_root: Path | None = None,
+             config: str | os.PathLike[str] | None = None) -> AddResult:
     """Add a file or folder; returns the existing record (``created=False``) when the same bytes are
-    already registered as an asset of their own."""
+    already registered as an asset of their own. ``config``: a diffusers folder (or config-only
+    folder) whose configs the converter uses to split a single file (default: the catalogue's)."""
     from ..formats import missing_path_error, not_a_checkpoint_error, reads_as_safetensors, sniff_path
 
     started = time.perf_counter()
@@ -145,10 +147,11 @@ def add_path(reg: Registry, path: str | os.PathLike[str], *, name: str | None = 
         raise UnsupportedFormatError("not a regular file", where=str(p))
     else:
         sniffed = sniff_path(p)
+        config_dir = Path(config) if config is not None else None
         if reads_as_safetensors(sniffed, p):
-            result = _add_file(reg, p, **options)
+            result = _add_file(reg, p, config_dir=config_dir, **options)
         elif sniffed in _PICKLE_KINDS:
-            result = _add_pickle(reg, p, **options)
+            result = _add_pickle(reg, p, config_dir=config_dir, **options)
         else:
             raise not_a_checkpoint_error(sniffed, p)
     result.seconds = time.perf_counter() - started
@@ -181,7 +184,8 @@ def _identity(probe_result: Any, kind: str | None, family: str | None) -> tuple[
 # ---------------------------------------------------------------------------------------------
 # single files
 # ---------------------------------------------------------------------------------------------
-def _add_pickle(reg: Registry, p: Path, *, name: str | None, progress: Progress | None, **options: Any) -> AddResult:
+def _add_pickle(reg: Registry, p: Path, *, name: str | None, progress: Progress | None,
+                config_dir: Path | None = None, **options: Any) -> AddResult:
     from ..convert import convert_file
 
     with reg.connection() as conn:
@@ -193,7 +197,7 @@ def _add_pickle(reg: Registry, p: Path, *, name: str | None, progress: Progress 
     converted = reg.tmp / f"{secrets.token_hex(8)}-{name_from_path(p)}.safetensors"
     try:
         report = convert_file(p, converted, keep_metadata=True, progress=progress, warn=lambda line: None)
-        result = _add_file(reg, converted, name=name or name_from_path(p), progress=None, source=p,
+        result = _add_file(reg, converted, name=name or name_from_path(p), progress=None, source=p, config_dir=config_dir,
                            source_format=report.source_format,
                            extra_hashes=[("source_sha256", report.source_sha256, p.name)], **options)
     finally:
@@ -216,7 +220,8 @@ def _tiles(asset: Any, data_start: int, size: int) -> bool:
 
 def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...], description: str,
               kind: str | None, family: str | None, progress: Progress | None, source: Path | None = None,
-              source_format: str = "safetensors", extra_hashes: list[tuple[str, str, str]] | None = None) -> AddResult:
+              source_format: str = "safetensors", extra_hashes: list[tuple[str, str, str]] | None = None,
+              config_dir: Path | None = None) -> AddResult:
     from ..formats import open_asset
     from ..probe import probe
 
@@ -240,7 +245,7 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
                            description=description, overrides=overrides, variant=result.variant,
                            prediction_type=result.prediction_type, layout=result.layout, tags=tags,
                            explicit_name=name is not None)
-        split = _plan_split(asset, family) if result.kind in SPLITTABLE else None
+        split = _plan_split(asset, family, config_dir) if result.kind in SPLITTABLE else None
         if result.kind == "pipeline" and split is None:
             notes.append("stored whole as one blob: the converter cannot split this checkpoint into components")
         if split is not None and (data_start is None or not _tiles(asset, data_start, size)):
@@ -296,14 +301,18 @@ def _fingerprint(asset: Any) -> str | None:
 
 
 # ---- splitting a full checkpoint (needs assetkit.convert.plan_single_file_to_diffusers) --------
-def _plan_split(asset: Any, family: str | None) -> Any:
+def _plan_split(asset: Any, family: str | None, config_dir: Path | None = None) -> Any:
+    """The converter's plan, or None when it does not know the file (or its shapes do not fit the
+    configs): the file is then kept whole. With ``config_dir``, a refusal is the user's error."""
     try:
-        from ..convert import plan_single_file_to_diffusers  # type: ignore[attr-defined]
+        from ..convert import plan_single_file_to_diffusers
     except ImportError:
         return None
     try:
-        return plan_single_file_to_diffusers(asset, family=family)
+        return plan_single_file_to_diffusers(asset, family=family, config_dir=config_dir)
     except AssetkitError:
+        if config_dir is not None:
+            raise
         return None
 
 

@@ -103,11 +103,12 @@ class Registry:
     # ---- writing ---------------------------------------------------------------------------
     def add(self, path: str | os.PathLike[str], *, name: str | None = None, tags: Iterable[str] = (),
             description: str = "", kind: str | None = None, family: str | None = None,
-            progress: Any = None) -> AddResult:
-        """Add a file or folder (see :mod:`assetkit.registry.add`)."""
+            config: str | os.PathLike[str] | None = None, progress: Any = None) -> AddResult:
+        """Add a file or folder (see :mod:`assetkit.registry.add`); ``config``: a diffusers folder whose
+        configs split a single file (default: the catalogue's)."""
         with self.lock.shared():
             return add_path(self, path, name=name, tags=tags, description=description, kind=kind, family=family,
-                            progress=progress)
+                            progress=progress, config=config)
 
     def _insert(self, planned: _Planned) -> AssetRecord:
         with self.lock.shared():

@@ -91,6 +91,10 @@ def link_file(src: Path, dst: Path, strategy: str | None = None) -> str:
 def write_file(reg: Registry, f: FileRecord, dst: Path, link: str | None = None, overwrite: bool = False) -> str:
     """One file of an asset at ``dst``: a link to its blob, or rebuilt from its recipe (checked)."""
     if f.blob is not None:
+        if not reg.store.has(f.blob):
+            from .blobs import BlobError
+
+            raise BlobError(f"blob {f.blob} of {f.relpath} is missing from the store (run `assetkit registry verify`)")
         if overwrite and (dst.is_symlink() or dst.is_file()):
             os.unlink(dst)
         return link_file(reg.store.path(f.blob), dst, link)
