@@ -400,3 +400,21 @@ def test_layout_conversion_imports_neither_torch_nor_diffusers(tiny, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert file_tensors(tmp_path / "b.safetensors") == file_tensors(single)
+
+
+def test_component_to_diffusers_and_existing_output(tiny, tmp_path):
+    folder, single = tiny["sdxl"]
+    r = _cli("convert", str(single), str(tmp_path / "te2"), "--to", "diffusers", "--config", str(folder),
+             "--component", "text_encoder_2")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "te2").iterdir()) == ["config.json", "model.safetensors"]
+    assert file_tensors(tmp_path / "te2" / "model.safetensors") == file_tensors(
+        folder / "text_encoder_2" / "model.safetensors")
+    r = _cli("convert", str(single), str(tmp_path / "te2"), "--to", "diffusers", "--config", str(folder))
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    r = _cli("convert", str(single), str(tmp_path / "te2"), "--to", "diffusers", "--config", str(folder),
+             "--overwrite", "--json")
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads(r.stdout)["components"]) >= {"unet", "vae", "text_encoder", "text_encoder_2"}
+    assert (tmp_path / "te2" / "model_index.json").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind

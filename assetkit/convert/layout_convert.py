@@ -270,7 +270,7 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         if len(top) == 2 and top[0] not in components and (top[0] in model_index or not model_index):
             plan = components.get(top[0])
             files = dict(plan.files) if plan else {}
-            files[top[1]] = catalogue._json_bytes(value)
+            files[top[1]] = catalogue.json_bytes(value)
             components[top[0]] = ComponentPlan(top[0], None, files, ())
     for comp in model_index:
         if comp.startswith("tokenizer") and model_index[comp] and model_index[comp][0] and comp not in components:
@@ -425,8 +425,12 @@ def _place(staging: Path, out_dir: Path) -> None:
         os.replace(staging, out_dir)
 
 
-def _json_file(value: Any) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
+def _write_small(path: Path, data: bytes) -> None:
+    """A config or tokenizer file, fsynced like the weights (atomic write)."""
+    from ..formats.atomic import atomic_write
+
+    with atomic_write(path) as fh:
+        fh.write(data)
 
 
 def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, dtype: str | None = None,
@@ -454,12 +458,12 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
             folder.mkdir(parents=True, exist_ok=True)
             for fname, data in comp.files.items():
                 (folder / fname).parent.mkdir(parents=True, exist_ok=True)
-                (folder / fname).write_bytes(data)
+                _write_small(folder / fname, data)
             if comp.config is not None:
                 cfg = dict(comp.config)
                 if comp.library == "transformers" and dtype:
                     cfg["torch_dtype"] = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(dtype, cfg.get("torch_dtype"))
-                (folder / "config.json").write_bytes(_json_file(cfg))
+                _write_small(folder / "config.json", catalogue.json_bytes(cfg))
             if comp.tensors:
                 _write_tensors(folder / _weight_name(comp.library, variant), comp.tensors, lambda n: (asset, n), dtype)
             summary["components"][name] = len(comp.tensors)
@@ -468,7 +472,7 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
                 index = dict(plan.model_index)
                 if components is not None:
                     index = {k: v for k, v in index.items() if k.startswith("_") or not isinstance(v, list) or k in chosen}
-                (staging / "model_index.json").write_bytes(_json_file(index))
+                _write_small(staging / "model_index.json", catalogue.json_bytes(index))
             if (plan.extras or plan.plain_metadata) and not drop_extras and components is None:
                 meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
                         "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
