@@ -450,8 +450,11 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
     single_component = len(chosen) == 1 and (components is not None or not plan.model_index)
     staging = _staging(out_dir, overwrite)
     try:
-        summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras), "extras_dropped": bool(drop_extras),
-                                   "family": plan.family, "config": plan.config_id, "notes": list(plan.notes)}
+        summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras) if components is None else [],
+                                   "extras_dropped": bool(drop_extras), "family": plan.family,
+                                   "config": plan.config_id, "notes": list(plan.notes)}
+        if components is not None:
+            summary["not_extracted"] = [c for c in plan.components if c not in chosen]
         for name in chosen:
             comp = plan.components[name]
             folder = staging if single_component else staging / name
@@ -467,18 +470,20 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
             if comp.tensors:
                 _write_tensors(folder / _weight_name(comp.library, variant), comp.tensors, lambda n: (asset, n), dtype)
             summary["components"][name] = len(comp.tensors)
-        if not single_component:
-            if plan.model_index:
-                index = dict(plan.model_index)
-                if components is not None:
-                    index = {k: v for k, v in index.items() if k.startswith("_") or not isinstance(v, list) or k in chosen}
-                _write_small(staging / "model_index.json", catalogue.json_bytes(index))
-            if (plan.extras or plan.plain_metadata) and not drop_extras and components is None:
-                meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
-                        "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
-                extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
-                                       (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
-                _write_tensors(staging / SIDECAR, extras, lambda n: (asset, n), None, meta)
+        if not single_component and plan.model_index:
+            index = dict(plan.model_index)
+            if components is not None:
+                index = {k: v for k, v in index.items() if k.startswith("_") or not isinstance(v, list) or k in chosen}
+            _write_small(staging / "model_index.json", catalogue.json_bytes(index))
+        if (plan.extras or plan.plain_metadata) and not drop_extras and components is None:
+            # The whole source was converted: keep what diffusers has no place for (a standalone
+            # component's sidecar lies in its folder).
+            meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
+                    **{f"assetkit.prefix.{c}": p for c, p in plan.prefixes.items()},
+                    "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
+            extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
+                                   (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
+            _write_tensors(staging / SIDECAR, extras, lambda n: (asset, n), None, meta)
         _place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -546,6 +551,7 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
         if single_component:
             config, tensors, key = asset.configs.get("config.json"), asset.tensors, ""
             prefix = "" if layout in ("vae", "unet", "controlnet") else prefix
+            prefix = meta.get(f"assetkit.prefix.{comp}", prefix)
         else:
             if comp not in asset.components:
                 missing.append(f"{comp}/ (component folder)")
