@@ -400,3 +400,43 @@ def test_layout_conversion_imports_neither_torch_nor_diffusers(tiny, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert file_tensors(tmp_path / "b.safetensors") == file_tensors(single)
+
+
+def test_component_to_diffusers_and_existing_output(tiny, tmp_path):
+    folder, single = tiny["sdxl"]
+    r = _cli("convert", str(single), str(tmp_path / "te2"), "--to", "diffusers", "--config", str(folder),
+             "--component", "text_encoder_2")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "te2").iterdir()) == ["config.json", "model.safetensors"]
+    assert file_tensors(tmp_path / "te2" / "model.safetensors") == file_tensors(
+        folder / "text_encoder_2" / "model.safetensors")
+    r = _cli("convert", str(single), str(tmp_path / "te2"), "--to", "diffusers", "--config", str(folder))
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    r = _cli("convert", str(single), str(tmp_path / "te2"), "--to", "diffusers", "--config", str(folder),
+             "--overwrite", "--json")
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads(r.stdout)["components"]) >= {"unet", "vae", "text_encoder", "text_encoder_2"}
+    assert (tmp_path / "te2" / "model_index.json").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+
+
+def test_standalone_vae_with_prefix_and_extras_round_trips(tiny, tmp_path):
+    """A VAE file with the ``first_stage_model.`` prefix and an EMA counter: the component folder
+    keeps the extra in its sidecar and the way back restores names and bytes exactly."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    folder, single = tiny["sd1"]
+    vae = {k: v for k, v in load_file(str(single)).items() if k.startswith("first_stage_model.")}
+    vae["model_ema.num_updates"] = np.array(1234, dtype="int64")
+    src = tmp_path / "vae.safetensors"
+    save_file(vae, str(src))
+    r = _cli("convert", str(src), str(tmp_path / "v"), "--to", "diffusers", "--config", str(folder / "vae"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["extras"] == ["model_ema.num_updates"]
+    assert file_tensors(tmp_path / "v" / SIDECAR).keys() == {"model_ema.num_updates"}
+    assert file_tensors(tmp_path / "v" / "diffusion_pytorch_model.safetensors") == file_tensors(
+        folder / "vae" / "diffusion_pytorch_model.safetensors")
+    r = _cli("convert", str(tmp_path / "v"), str(tmp_path / "back.safetensors"), "--to", "single-file")
+    assert r.returncode == 0, r.stderr
+    assert file_tensors(tmp_path / "back.safetensors") == file_tensors(src)

@@ -270,7 +270,7 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         if len(top) == 2 and top[0] not in components and (top[0] in model_index or not model_index):
             plan = components.get(top[0])
             files = dict(plan.files) if plan else {}
-            files[top[1]] = catalogue._json_bytes(value)
+            files[top[1]] = catalogue.json_bytes(value)
             components[top[0]] = ComponentPlan(top[0], None, files, ())
     for comp in model_index:
         if comp.startswith("tokenizer") and model_index[comp] and model_index[comp][0] and comp not in components:
@@ -425,8 +425,12 @@ def _place(staging: Path, out_dir: Path) -> None:
         os.replace(staging, out_dir)
 
 
-def _json_file(value: Any) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
+def _write_small(path: Path, data: bytes) -> None:
+    """A config or tokenizer file, fsynced like the weights (atomic write)."""
+    from ..formats.atomic import atomic_write
+
+    with atomic_write(path) as fh:
+        fh.write(data)
 
 
 def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, dtype: str | None = None,
@@ -446,35 +450,40 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
     single_component = len(chosen) == 1 and (components is not None or not plan.model_index)
     staging = _staging(out_dir, overwrite)
     try:
-        summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras), "extras_dropped": bool(drop_extras),
-                                   "family": plan.family, "config": plan.config_id, "notes": list(plan.notes)}
+        summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras) if components is None else [],
+                                   "extras_dropped": bool(drop_extras), "family": plan.family,
+                                   "config": plan.config_id, "notes": list(plan.notes)}
+        if components is not None:
+            summary["not_extracted"] = [c for c in plan.components if c not in chosen]
         for name in chosen:
             comp = plan.components[name]
             folder = staging if single_component else staging / name
             folder.mkdir(parents=True, exist_ok=True)
             for fname, data in comp.files.items():
                 (folder / fname).parent.mkdir(parents=True, exist_ok=True)
-                (folder / fname).write_bytes(data)
+                _write_small(folder / fname, data)
             if comp.config is not None:
                 cfg = dict(comp.config)
                 if comp.library == "transformers" and dtype:
                     cfg["torch_dtype"] = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(dtype, cfg.get("torch_dtype"))
-                (folder / "config.json").write_bytes(_json_file(cfg))
+                _write_small(folder / "config.json", catalogue.json_bytes(cfg))
             if comp.tensors:
                 _write_tensors(folder / _weight_name(comp.library, variant), comp.tensors, lambda n: (asset, n), dtype)
             summary["components"][name] = len(comp.tensors)
-        if not single_component:
-            if plan.model_index:
-                index = dict(plan.model_index)
-                if components is not None:
-                    index = {k: v for k, v in index.items() if k.startswith("_") or not isinstance(v, list) or k in chosen}
-                (staging / "model_index.json").write_bytes(_json_file(index))
-            if (plan.extras or plan.plain_metadata) and not drop_extras and components is None:
-                meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
-                        "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
-                extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
-                                       (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
-                _write_tensors(staging / SIDECAR, extras, lambda n: (asset, n), None, meta)
+        if not single_component and plan.model_index:
+            index = dict(plan.model_index)
+            if components is not None:
+                index = {k: v for k, v in index.items() if k.startswith("_") or not isinstance(v, list) or k in chosen}
+            _write_small(staging / "model_index.json", catalogue.json_bytes(index))
+        if (plan.extras or plan.plain_metadata) and not drop_extras and components is None:
+            # The whole source was converted: keep what diffusers has no place for (a standalone
+            # component's sidecar lies in its folder).
+            meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
+                    **{f"assetkit.prefix.{c}": p for c, p in plan.prefixes.items()},
+                    "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
+            extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
+                                   (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
+            _write_tensors(staging / SIDECAR, extras, lambda n: (asset, n), None, meta)
         _place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -542,6 +551,7 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
         if single_component:
             config, tensors, key = asset.configs.get("config.json"), asset.tensors, ""
             prefix = "" if layout in ("vae", "unet", "controlnet") else prefix
+            prefix = meta.get(f"assetkit.prefix.{comp}", prefix)
         else:
             if comp not in asset.components:
                 missing.append(f"{comp}/ (component folder)")
