@@ -53,13 +53,14 @@ _LAZY: dict[str, tuple[str, str]] = {
     "BatchReport": ("assetkit.convert", "BatchReport"),
     "PickleVMError": ("assetkit.formats.pickle_vm", "PickleVMError"),
     "PickleLimitError": ("assetkit.formats.pickle_vm", "PickleLimitError"),
+    "Registry": ("assetkit.registry", "Registry"),
 }
 #: subpackages reachable as attributes without an import statement
-_SUBPACKAGES = frozenset({"catalogue", "check", "convert", "factory", "findings", "formats", "ids", "probe"})
+_SUBPACKAGES = frozenset({"catalogue", "check", "convert", "factory", "findings", "formats", "ids", "probe", "registry"})
 
 __all__ = [  # the errors above and every _LAZY name (tests/test_public_api.py checks the two agree)
     "Asset", "AssetkitError", "BatchReport", "ConvertReport", "Finding", "FormatError", "IncompleteInputError",
-    "OutputExistsError", "PickleLimitError", "PickleVMError", "ProbeResult", "ScanResult", "TensorInfo",
+    "OutputExistsError", "PickleLimitError", "PickleVMError", "ProbeResult", "Registry", "ScanResult", "TensorInfo",
     "UnsafeInputError", "UnsupportedFormatError", "ValidationReport", "VerificationError", "__version__",
     "convert_file", "convert_tree", "convert_variant_folder", "identify", "inspect_report", "open_asset", "scan",
     "scan_paths", "validate",
@@ -92,3 +93,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .formats.pickle_vm import PickleLimitError, PickleVMError
     from .probe import ProbeResult, inspect_report
     from .probe import probe as identify
+    from .registry import Registry
