@@ -119,11 +119,21 @@ def _print_batch(batch: Any) -> None:
 @click.option("--salvage", is_flag=True, help="Unsafe pickle: keep its tensors only, drop every other object (nothing is run).")
 @click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--to", "to", type=click.Choice(["diffusers", "kohya"]), help="LoRA: rewrite in peft (diffusers) or kohya naming.")
+@click.option("--family", type=click.Choice(["sd1", "sd2", "sdxl"]), help="LoRA: the model family (default: probed).")
+@click.option("--config", "config_dir", type=click.Path(path_type=Path), help="LoRA: a diffusers pipeline folder whose configs give the module names.")
+@click.option("--kohya-unet", type=click.Choice(["diffusers", "sgm"]), help="LoRA --to kohya: UNet names down_blocks_* or input_blocks_* (default: as recorded, sgm for SDXL).")
+@click.option("--prune", is_flag=True, help="Drop EMA copies and junk keys (see inspect's findings).")
+@click.option("--keep-ema", is_flag=True, help="With --prune: keep the EMA copies.")
+@click.option("--ema", "use_ema", is_flag=True, help="Write the EMA weights as the model (drops the non-EMA copies).")
+@click.option("--fix-position-ids", is_flag=True, help="Rewrite broken CLIP position_ids as 0..N-1 (changes outputs slightly).")
 @json_option
 @handles_errors
 def command(source: Path, output: Path | None, dtype: str | None, variant: str | None, state_dict_key: str | None,
             only: str | None, strip_prefix: str | None, keep_metadata: bool, metadata_items: tuple[str, ...],
-            salvage: bool, no_verify: bool, overwrite: bool, json_output: bool) -> None:
+            salvage: bool, no_verify: bool, overwrite: bool, json_output: bool, to: str | None = None,
+            family: str | None = None, config_dir: Path | None = None, kohya_unet: str | None = None,
+            prune: bool = False, keep_ema: bool = False, use_ema: bool = False, fix_position_ids: bool = False) -> None:
     """Convert SOURCE to safetensors, streaming, exact, without running any pickle.
 
     \b
@@ -142,6 +152,11 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
 
     extra = _parse_metadata(metadata_items)
     verify = not no_verify
+    if to is not None:
+        _convert_lora(source, output, to, family=family, config=config_dir, kohya_unet=kohya_unet,
+                      overwrite=overwrite, verify=verify, json_output=json_output)
+        return
+    hygiene = {"prune": prune, "keep_ema": keep_ema, "ema": use_ema, "fix_position_ids": fix_position_ids}
     with _sigterm_as_interrupt():
         if variant is not None:
             if not source.is_dir():
@@ -176,18 +191,51 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
             if source.suffix.lower() == ".safetensors":
                 raise AssetkitError("give an OUTPUT path: the input already is a .safetensors file", where=str(source))
             output = source.with_suffix(".safetensors")
-        try:
-            report = convert_file(source, output, dtype=dtype, only=only, strip_prefix=strip_prefix,
-                                  state_dict_key=state_dict_key, keep_metadata=keep_metadata, metadata=extra,
-                                  salvage=salvage, verify=verify, overwrite=overwrite,
-                                  warn=lambda line: click.echo(f"assetkit: warning: {line}", err=True))
-        except UnsafeInputError as exc:
-            _refuse_unsafe(exc, json_output)
-            return
+        with _hygiene(source, hygiene) as (edit, cleaned):
+            try:
+                report = convert_file(source, output, dtype=dtype, only=only, strip_prefix=strip_prefix,
+                                      state_dict_key=state_dict_key, keep_metadata=keep_metadata, metadata=extra,
+                                      salvage=salvage, verify=verify, overwrite=overwrite,
+                                      warn=lambda line: click.echo(f"assetkit: warning: {line}", err=True), edit=edit)
+            except UnsafeInputError as exc:
+                _refuse_unsafe(exc, json_output)
+                return
     if json_output:
-        emit_json({"ok": True, **report.to_dict()})
+        emit_json({"ok": True, **report.to_dict(), **({"hygiene": cleaned.to_dict()} if cleaned else {})})
     else:
         _print_report(report)
+        if cleaned:
+            click.echo(f"  hygiene: {cleaned.summary()}")
+
+
+@contextlib.contextmanager
+def _hygiene(source: Path, options: dict[str, bool]) -> Iterator[tuple[Any, Any]]:
+    """``(edit, plan)`` of --prune/--keep-ema/--ema/--fix-position-ids, or ``(None, None)``."""
+    if not any(options.values()):
+        yield None, None
+        return
+    from ..convert import hygiene_edit
+
+    with hygiene_edit(source, **options) as pair:
+        yield pair
+
+
+def _convert_lora(source: Path, output: Path | None, to: str, *, json_output: bool, **options: Any) -> None:
+    from ..convert import convert_lora
+
+    if output is None:
+        raise AssetkitError("give an OUTPUT path for the converted LoRA", where=str(source))
+    report = convert_lora(source, output, to=to, family=options["family"], config=options["config"],
+                          unet_spelling=options["kohya_unet"], overwrite=options["overwrite"], verify=options["verify"])
+    if json_output:
+        emit_json({"ok": True, **report.to_dict()})
+        return
+    click.echo(f"{report.src} -> {report.dst}  ({report.source_format} -> {report.target_format})")
+    click.echo(f"  {sum(report.modules.values())} modules (" + ", ".join(f"{k} {v}" for k, v in report.modules.items())
+               + f"), ranks {sorted(report.ranks)}, alphas {sorted(report.alphas)}, {report.tensors} tensors"
+               + (", DoRA magnitudes carried" if report.dora else ""))
+    click.echo("  verified: every tensor re-read and equal to the source" if report.verified
+               else "  not verified (--no-verify)")
 
 
 def _refuse_unsafe(exc: UnsafeInputError, json_output: bool) -> None:

@@ -26,11 +26,13 @@ def command(path: Path, json_output: bool, list_tensors: bool, variant: str | No
 
     Exit 0 when the path was read, 2 when it cannot be read.
     """
+    from ..check import hygiene_findings
     from ..formats import open_asset
     from ..probe import inspect_report
 
     with open_asset(path, variant=variant) as asset:
         report = inspect_report(asset, tensors=list_tensors)
+        report["findings"] += [f.to_dict() for f in hygiene_findings(asset)]
     if json_output:
         emit_json(report)
     else:

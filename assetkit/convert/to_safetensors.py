@@ -221,7 +221,8 @@ def _source_start(info: TensorInfo) -> int:
 
 def plan_conversion(asset: Asset, *, dtype: str | None = None, state_dict_key: str | None = None,
                     only: str | None = None, strip_prefix: str | None = None,
-                    metadata: dict[str, str] | None = None) -> ConversionPlan:
+                    metadata: dict[str, str] | None = None,
+                    edit: Callable[[dict[str, TensorInfo]], dict[str, TensorInfo]] | None = None) -> ConversionPlan:
     """Fix the output: which tensors, in which order, with which dtype, names and metadata.
 
     Tensors that are the very same view of one storage (:attr:`TensorInfo.view_key`) are tied:
@@ -231,6 +232,8 @@ def plan_conversion(asset: Asset, *, dtype: str | None = None, state_dict_key: s
     """
     target = resolve_dtype(dtype)
     selected = select_tensors(asset, state_dict_key=state_dict_key, only=only, strip_prefix=strip_prefix)
+    if edit is not None:  # e.g. convert.hygiene: drop, rename, or point a tensor at replacement bytes
+        selected = edit(selected)
     groups: dict[tuple, list[str]] = defaultdict(list)
     for name, info in selected.items():
         groups[info.view_key].append(name)
@@ -577,7 +580,8 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
                  only: str | None = None, strip_prefix: str | None = None, state_dict_key: str | None = None,
                  keep_metadata: bool = False, metadata: dict[str, str] | None = None, salvage: bool = False,
                  verify: bool = True, overwrite: bool = False, progress: ProgressCallback | None = None,
-                 warn: Callable[[str], None] | None = None) -> ConvertReport:
+                 warn: Callable[[str], None] | None = None,
+                 edit: Callable[[dict[str, TensorInfo]], dict[str, TensorInfo]] | None = None) -> ConvertReport:
     """Convert one checkpoint (torch zip, legacy torch, or safetensors) to a safetensors file.
 
     See the module docstring for the steps. ``dtype`` is ``fp16``/``bf16``/``fp32`` (floating
@@ -611,7 +615,7 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
             asset, dtype=dtype, state_dict_key=state_dict_key, only=only, strip_prefix=strip_prefix,
             metadata=build_metadata(asset, src, keep_metadata=keep_metadata or carries_metadata_by_default(
                 asset, only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key),
-                salvaged=report.salvaged, extra=metadata))
+                salvaged=report.salvaged, extra=metadata), edit=edit)
         hasher.start()
         with SafetensorsWriter(dst, plan.specs(), plan.metadata, overwrite=overwrite) as writer:
             # The sha256 thread, the copy and the disk write-back run side by side; only the header's
