@@ -133,8 +133,8 @@ def hygiene_report(asset: Asset, read: Callable[[str], list[float]] | None = Non
         info = asset.tensors[name]
         try:
             values = (read or (lambda n: read_values(asset, n)))(name)
-        except AssetkitError as exc:
-            out.findings.append(Finding("position-ids-unreadable", "info", f"cannot read: {exc.message}", name))
+        except (AssetkitError, ValueError) as exc:  # a compressed record, a size that does not add up
+            out.findings.append(Finding("position-ids-unreadable", "info", f"cannot read: {exc}", name))
             continue
         problem = position_ids_problem(info, values)
         if problem:
@@ -152,4 +152,4 @@ def hygiene_findings(asset: Asset) -> list[Finding]:
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"
+    return f"{n:,} bytes" if n < 2**20 else f"{n / 2**20:,.1f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
