@@ -216,7 +216,7 @@ def test_full_size_sd15_kohya_key_set_maps_completely_and_round_trips(tmp_path):
     from safetensors import safe_open
 
     kohya = _sparse_kohya_sd15(tmp_path / "k.safetensors")
-    report = convert_lora(kohya, tmp_path / "p.safetensors", to="diffusers", family="sd1")
+    report = convert_lora(kohya, tmp_path / "p.safetensors", to="diffusers")  # family probed: sd1
     assert report.modules == {"text_encoder": 72, "unet": 192}
     with safe_open(str(tmp_path / "p.safetensors"), "np") as fh:
         keys = list(fh.keys())
@@ -276,3 +276,26 @@ def test_cli_converts_and_reports_json(tmp_path, folder, pipe):
                                  "--to", "diffusers", "--config", str(folder)])
     assert again.exit_code == 2 and "already in diffusers" in again.output
     assert "Traceback" not in again.output
+
+
+def test_sd2_names_map_with_the_sd2_configs(tmp_path):
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    modules = {"lora_unet_down_blocks_0_attentions_0_proj_in": (320, 320),
+               "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_k": (320, 1024),
+               "lora_te_text_model_encoder_layers_22_mlp_fc1": (4096, 1024)}
+    tensors = {}
+    for name, (out_f, in_f) in modules.items():
+        tensors[f"{name}.alpha"] = np.array(2.0, np.float32)
+        tensors[f"{name}.lora_down.weight"] = np.full((4, in_f), 0.5, np.float32)
+        tensors[f"{name}.lora_up.weight"] = np.full((out_f, 4), 0.25, np.float32)
+    save_file(tensors, str(tmp_path / "k.safetensors"))
+    convert_lora(tmp_path / "k.safetensors", tmp_path / "p.safetensors", to="diffusers", family="sd2")
+    with safe_open(str(tmp_path / "p.safetensors"), "np") as fh:
+        assert "text_encoder.text_model.encoder.layers.22.mlp.fc1.lora_A.weight" in set(fh.keys())
+    with pytest.raises(AssetkitError, match="layers_22"):  # CLIP-L has 12 layers: not an SD1 LoRA
+        convert_lora(tmp_path / "k.safetensors", tmp_path / "q.safetensors", to="diffusers", family="sd1")
+    convert_lora(tmp_path / "p.safetensors", tmp_path / "k2.safetensors", to="kohya", family="sd2")
+    assert (tmp_path / "k2.safetensors").read_bytes() == (tmp_path / "k.safetensors").read_bytes()
