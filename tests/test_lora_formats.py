@@ -226,24 +226,31 @@ def test_full_size_sd15_kohya_key_set_maps_completely_and_round_trips(tmp_path):
     assert (tmp_path / "k2.safetensors").read_bytes() == kohya.read_bytes()
 
 
+def _write_modules(path: Path, modules: dict, *, rank: int, alpha: float, dtype) -> None:
+    """kohya tensors for ``{kohya name: (out, in)}`` Linear modules, written by safetensors."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for name, (out_f, in_f) in modules.items():
+        tensors[f"{name}.alpha"] = np.array(alpha, dtype)
+        tensors[f"{name}.lora_down.weight"] = np.full((rank, in_f), 0.5, dtype)
+        tensors[f"{name}.lora_up.weight"] = np.full((out_f, rank), 0.25, dtype)
+    save_file(tensors, str(path))
+
+
 def test_sdxl_sgm_spelling_maps_through_the_unet_block_map(tmp_path):
     """kohya's SDXL names (input_blocks_4_1_...) go to diffusers' down_blocks.1.attentions.0 and back,
     and --kohya-unet diffusers writes the other spelling."""
     import numpy as np
     from safetensors import safe_open
-    from safetensors.numpy import save_file
 
     modules = {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q": (640, 640),
                "lora_unet_output_blocks_0_1_transformer_blocks_9_ff_net_2": (1280, 5120),
                "lora_unet_middle_block_1_proj_in": (1280, 1280),
                "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (768, 768),
                "lora_te2_text_model_encoder_layers_31_mlp_fc1": (5120, 1280)}
-    tensors = {}
-    for name, (out_f, in_f) in modules.items():
-        tensors[f"{name}.alpha"] = np.array(4.0, np.float16)
-        tensors[f"{name}.lora_down.weight"] = np.full((8, in_f), 0.5, np.float16)
-        tensors[f"{name}.lora_up.weight"] = np.full((out_f, 8), 0.25, np.float16)
-    save_file(tensors, str(tmp_path / "k.safetensors"))
+    _write_modules(tmp_path / "k.safetensors", modules, rank=8, alpha=4.0, dtype=np.float16)
     report = convert_lora(tmp_path / "k.safetensors", tmp_path / "p.safetensors", to="diffusers", family="sdxl")
     assert report.unet_spelling == "sgm"
     with safe_open(str(tmp_path / "p.safetensors"), "np") as fh:
@@ -281,17 +288,11 @@ def test_cli_converts_and_reports_json(tmp_path, folder, pipe):
 def test_sd2_names_map_with_the_sd2_configs(tmp_path):
     import numpy as np
     from safetensors import safe_open
-    from safetensors.numpy import save_file
 
     modules = {"lora_unet_down_blocks_0_attentions_0_proj_in": (320, 320),
                "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_k": (320, 1024),
                "lora_te_text_model_encoder_layers_22_mlp_fc1": (4096, 1024)}
-    tensors = {}
-    for name, (out_f, in_f) in modules.items():
-        tensors[f"{name}.alpha"] = np.array(2.0, np.float32)
-        tensors[f"{name}.lora_down.weight"] = np.full((4, in_f), 0.5, np.float32)
-        tensors[f"{name}.lora_up.weight"] = np.full((out_f, 4), 0.25, np.float32)
-    save_file(tensors, str(tmp_path / "k.safetensors"))
+    _write_modules(tmp_path / "k.safetensors", modules, rank=4, alpha=2.0, dtype=np.float32)
     convert_lora(tmp_path / "k.safetensors", tmp_path / "p.safetensors", to="diffusers", family="sd2")
     with safe_open(str(tmp_path / "p.safetensors"), "np") as fh:
         assert "text_encoder.text_model.encoder.layers.22.mlp.fc1.lora_A.weight" in set(fh.keys())
