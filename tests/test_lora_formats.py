@@ -45,6 +45,7 @@ def _load(folder, lora: Path, caplog):
     return p
 
 
+@pytest.mark.slow
 def test_kohya_to_peft_loads_in_diffusers_like_the_kohya_original(tmp_path, folder, pipe, caplog):
     import torch
 
@@ -124,6 +125,7 @@ def test_alpha_is_carried_never_folded(tmp_path, folder, pipe):
     assert config["text_encoder.target_modules"][0].startswith("encoder.layers.0.")
 
 
+@pytest.mark.slow
 def test_dora_magnitudes_are_carried(tmp_path, folder, pipe, caplog):
     from safetensors.torch import load_file
 
@@ -142,6 +144,7 @@ def test_dora_magnitudes_are_carried(tmp_path, folder, pipe, caplog):
     assert (tmp_path / "k2.safetensors").read_bytes() == kohya.read_bytes()
 
 
+@pytest.mark.slow
 def test_peft_from_diffusers_save_lora_weights_converts_to_kohya(tmp_path, folder, pipe):
     """A peft file that diffusers itself wrote (its own lora_adapter_metadata) goes to kohya with the
     alphas diffusers would apply, and loads back in diffusers with the same outputs."""
