@@ -110,7 +110,7 @@ def text_encoder_module_names(config: dict[str, Any]) -> ModuleNames:
     from .layouts import clip_text_rules
 
     by_flat: dict[str, tuple[str, str]] = {}
-    for rule in clip_text_rules(config):
+    for rule in clip_text_rules(config, target_prefix="text_model."):  # kohya names always hold text_model.
         path = _module(rule.diffusers[0])
         by_flat[_flat(path)] = (path, "transformers")
     return ModuleNames(by_flat, {})
@@ -191,6 +191,21 @@ def detect_format(names: list[str]) -> str:
     if any(n.endswith((".lora_A.weight", ".lora_B.weight")) for n in names):
         return "peft"
     return "unknown"
+
+
+def names_format(path: str | os.PathLike[str]) -> str:
+    """:func:`detect_format` of a safetensors file's tensor names (header only); ``unknown`` for
+    anything else, including files that cannot be read (the conversion then reports why)."""
+    from ..formats import open_asset
+
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != ".safetensors":
+        return "unknown"
+    try:
+        with open_asset(p) as asset:
+            return detect_format(list(asset.tensors))
+    except AssetkitError:
+        return "unknown"
 
 
 def parse_kohya(names: list[str], where: str) -> list[LoraModule]:
