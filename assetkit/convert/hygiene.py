@@ -22,9 +22,6 @@ from typing import Any
 from ..errors import AssetkitError
 from ..formats.base import TensorInfo
 
-#: Metadata entry recording what the hygiene step did.
-META_HYGIENE = "assetkit.hygiene"
-
 
 @dataclass
 class HygienePlan:
