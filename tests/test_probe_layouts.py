@@ -41,6 +41,10 @@ def write_sparse_safetensors(layout: dict, dest: Path, metadata: dict[str, str] 
         fh.write(struct.pack("<Q", len(blob)))
         fh.write(blob)
         fh.truncate(8 + len(blob) + offset)
+        for name, entry in header.items():  # real files hold 0..N-1 there; zeros are the broken-ids defect
+            if name.endswith("embeddings.position_ids") and entry["dtype"] == "I64":
+                fh.seek(8 + len(blob) + entry["data_offsets"][0])
+                fh.write(struct.pack(f"<{entry['shape'][-1]}q", *range(entry["shape"][-1])))
     return dest
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,22 +100,29 @@ def _print_batch(batch: Any) -> None:
 @click.option("--salvage", is_flag=True, help="Unsafe pickle: keep its tensors only, drop every other object (nothing is run).")
 @click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@click.option("--to", "to", type=click.Choice(["diffusers", "single-file"]),
-              help="Change the layout: single file -> diffusers folder, or a folder (or file) -> one single file.")
-@click.option("--family", help="--to: the family when the file cannot tell (e.g. sdxl for a VAE).")
+@click.option("--to", "to", type=click.Choice(["diffusers", "single-file", "kohya"]),
+              help="Change the layout: single file -> diffusers folder, or a folder (or file) -> one single file; "
+                   "a LoRA -> peft (diffusers) or kohya naming.")
+@click.option("--family", help="--to: the family when the file cannot tell (e.g. sdxl for a VAE or a LoRA).")
 @click.option("--config", "config_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="--to diffusers: use this folder's configs instead of the catalogue's.")
+              help="--to diffusers: use this folder's configs instead of the catalogue's (a LoRA: its module names).")
 @click.option("--drop-extras", is_flag=True, help="--to diffusers: write no sidecar for tensors diffusers has no place for.")
 @click.option("--component", help="--to: convert or extract only this component (unet, vae, text_encoder...).")
 @click.option("--replace", "replace", multiple=True, metavar="COMPONENT=PATH",
               help="--to single-file: swap in another component (e.g. vae=vae.safetensors), shapes checked first.")
+@click.option("--kohya-unet", type=click.Choice(["diffusers", "sgm"]), help="LoRA --to kohya: UNet names down_blocks_* or input_blocks_* (default: as recorded, sgm for SDXL).")
+@click.option("--prune", is_flag=True, help="Drop EMA copies and junk keys (see inspect's findings).")
+@click.option("--keep-ema", is_flag=True, help="With --prune: keep the EMA copies.")
+@click.option("--ema", "use_ema", is_flag=True, help="Write the EMA weights as the model (drops the non-EMA copies).")
+@click.option("--fix-position-ids", is_flag=True, help="Rewrite broken CLIP position_ids as 0..N-1 (changes outputs slightly).")
 @json_option
 @handles_errors
 def command(source: Path, output: Path | None, dtype: str | None, variant: str | None, state_dict_key: str | None,
             only: str | None, strip_prefix: str | None, keep_metadata: bool, metadata_items: tuple[str, ...],
             salvage: bool, no_verify: bool, overwrite: bool, to: str | None, family: str | None,
             config_dir: Path | None, drop_extras: bool, component: str | None, replace: tuple[str, ...],
-            json_output: bool) -> None:
+            json_output: bool, kohya_unet: str | None = None, prune: bool = False, keep_ema: bool = False,
+            use_ema: bool = False, fix_position_ids: bool = False) -> None:
     """Convert SOURCE to safetensors, streaming, exact, without running any pickle.
 
     \b
@@ -132,6 +141,10 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
     from ..convert.batch import convert_tree, convert_variant_folder
     from ..convert.to_safetensors import convert_file
 
+    if to == "kohya" or (to == "diffusers" and _is_lora(source)):
+        _convert_lora(source, output, to, family=family, config=config_dir, kohya_unet=kohya_unet,
+                      overwrite=overwrite, verify=not no_verify, json_output=json_output)
+        return
     if to is not None:
         _convert_layout(source, output, to, dtype=dtype, variant=variant, family=family, config_dir=config_dir,
                         drop_extras=drop_extras, component=component, replace=replace, overwrite=overwrite,
@@ -139,6 +152,7 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
         return
     extra = _parse_metadata(metadata_items)
     verify = not no_verify
+    hygiene = {"prune": prune, "keep_ema": keep_ema, "ema": use_ema, "fix_position_ids": fix_position_ids}
     options = ConvertOptions(dtype=dtype, only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key,
                              keep_metadata=keep_metadata, metadata=extra, salvage=salvage, verify=verify,
                              overwrite=overwrite)
@@ -173,16 +187,62 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
             raise AssetkitError("give an OUTPUT path: the input already is a .safetensors file", where=str(source))
         output = source.with_suffix(".safetensors")
     bar = _ByteProgress(not json_output, "converting")
-    try:
-        report = convert_file(source, output, options=options,
-                              warn=lambda line: click.echo(f"assetkit: warning: {line}", err=True),
-                              on_start=bar.start, progress=bar.advance)
-    except UnsafeInputError as exc:
-        _refuse_unsafe(exc, json_output)
+    with _hygiene(source, hygiene) as (edit, cleaned):
+        try:
+            report = convert_file(source, output, options=options,
+                                  warn=lambda line: click.echo(f"assetkit: warning: {line}", err=True),
+                                  on_start=bar.start, progress=bar.advance, edit=edit)
+        except UnsafeInputError as exc:
+            _refuse_unsafe(exc, json_output)
+            return
+        finally:
+            bar.finish()
+
+    def render(_document: object) -> None:
+        _print_report(report)
+        if cleaned:
+            click.echo(f"  hygiene: {cleaned.summary()}")
+
+    finish({"ok": True, **report.to_dict(), **({"hygiene": cleaned.to_dict()} if cleaned else {})},
+           json_output=json_output, render=render)
+
+
+@contextlib.contextmanager
+def _hygiene(source: Path, options: dict[str, bool]) -> Iterator[tuple[Any, Any]]:
+    """``(edit, plan)`` of --prune/--keep-ema/--ema/--fix-position-ids, or ``(None, None)``."""
+    if not any(options.values()):
+        yield None, None
         return
-    finally:
-        bar.finish()
-    finish({"ok": True, **report.to_dict()}, json_output=json_output, render=lambda _: _print_report(report))
+    from ..convert import hygiene_edit
+
+    with hygiene_edit(source, **options) as pair:
+        yield pair
+
+
+def _is_lora(source: Path) -> bool:
+    """A LoRA file (kohya or peft names): ``--to diffusers`` then means its naming, not a folder."""
+    from ..convert.lora_formats import names_format
+
+    return names_format(source) != "unknown"
+
+
+def _convert_lora(source: Path, output: Path | None, to: str, *, json_output: bool, **options: Any) -> None:
+    from ..convert import convert_lora
+
+    if output is None:
+        raise AssetkitError("give an OUTPUT path for the converted LoRA", where=str(source))
+    report = convert_lora(source, output, to=to, family=options["family"], config=options["config"],
+                          unet_spelling=options["kohya_unet"], overwrite=options["overwrite"], verify=options["verify"])
+    finish({"ok": True, **report.to_dict()}, json_output=json_output, render=lambda _: _print_lora_report(report))
+
+
+def _print_lora_report(report: Any) -> None:
+    click.echo(f"{report.src} -> {report.dst}  ({report.source_format} -> {report.target_format})")
+    click.echo(f"  {sum(report.modules.values())} modules (" + ", ".join(f"{k} {v}" for k, v in report.modules.items())
+               + f"), ranks {sorted(report.ranks)}, alphas {sorted(report.alphas)}, {report.tensors} tensors"
+               + (", DoRA magnitudes carried" if report.dora else ""))
+    click.echo("  verified: every tensor re-read and equal to the source" if report.verified
+               else "  not verified (--no-verify)")
 
 
 def _convert_layout(source: Path, output: Path | None, to: str, *, json_output: bool, dtype: str | None,

@@ -37,11 +37,13 @@ def command(path: Path, json_output: bool, list_tensors: bool, variant: str | No
     Exit 0 when the path was read, 1 when it was read but a file it names is missing (a shard,
     a component folder: an error finding), 2 when it cannot be read.
     """
+    from ..check import hygiene_findings
     from ..formats import open_asset
     from ..probe import inspect_report
 
     with open_asset(path, variant=variant) as asset:
         report = inspect_report(asset, tensors=list_tensors)
+        report["findings"] += [f.to_dict() for f in hygiene_findings(asset)]
     failing = any(f["severity"] in FAILING for f in report["findings"])
     finish(report, json_output=json_output, render=render_text, code=EXIT_PROBLEMS if failing else EXIT_OK)
 

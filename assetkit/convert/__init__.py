@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .batch import BatchItem, BatchReport, convert_tree, convert_variant_folder
 from .dtype_cast import CASTABLE, cast_bytes, output_dtype
+from .hygiene import HygienePlan, hygiene_edit
 from .keymap import Rule, SourcePart, TargetTensor
 from .layout_convert import (
     SIDECAR,
@@ -21,6 +22,7 @@ from .layout_convert import (
     write_diffusers_folder,
     write_single_file,
 )
+from .lora_formats import LoraConvertReport, convert_lora
 from .options import ConvertOptions
 from .to_safetensors import ConversionPlan, ConvertReport, convert_file, plan_conversion, select_tensors
 
@@ -51,4 +53,8 @@ __all__ = [
     "output_dtype",
     "plan_conversion",
     "select_tensors",
+    "HygienePlan",
+    "LoraConvertReport",
+    "convert_lora",
+    "hygiene_edit",
 ]

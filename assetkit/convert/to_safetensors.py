@@ -223,7 +223,8 @@ def _source_start(info: TensorInfo) -> int:
 
 def plan_conversion(asset: Asset, *, dtype: str | None = None, state_dict_key: str | None = None,
                     only: str | None = None, strip_prefix: str | None = None,
-                    metadata: dict[str, str] | None = None) -> ConversionPlan:
+                    metadata: dict[str, str] | None = None,
+                    edit: Callable[[dict[str, TensorInfo]], dict[str, TensorInfo]] | None = None) -> ConversionPlan:
     """Fix the output: which tensors, in which order, with which dtype, names and metadata.
 
     Tensors that are the very same view of one storage (:attr:`TensorInfo.view_key`) are tied:
@@ -233,6 +234,8 @@ def plan_conversion(asset: Asset, *, dtype: str | None = None, state_dict_key: s
     """
     target = resolve_dtype(dtype)
     selected = select_tensors(asset, state_dict_key=state_dict_key, only=only, strip_prefix=strip_prefix)
+    if edit is not None:  # e.g. convert.hygiene: drop, rename, or point a tensor at replacement bytes
+        selected = edit(selected)
     groups: dict[tuple, list[str]] = defaultdict(list)
     for name, info in selected.items():
         groups[info.view_key].append(name)
@@ -578,7 +581,8 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
                  verify: bool = True, overwrite: bool = False, progress: ProgressCallback | None = None,
                  warn: Callable[[str], None] | None = None,
                  on_start: Callable[[int], None] | None = None,
-                 options: ConvertOptions | None = None) -> ConvertReport:
+                 options: ConvertOptions | None = None,
+                 edit: Callable[[dict[str, TensorInfo]], dict[str, TensorInfo]] | None = None) -> ConvertReport:
     """Convert one checkpoint (torch zip, legacy torch, or safetensors) to a safetensors file.
 
     See the module docstring for the steps. ``dtype`` is ``fp16``/``bf16``/``fp32`` (floating
@@ -596,11 +600,12 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dt
         options = ConvertOptions(dtype=dtype, only=only, strip_prefix=strip_prefix, state_dict_key=state_dict_key,
                                  keep_metadata=keep_metadata, metadata=metadata or {}, salvage=salvage,
                                  verify=verify, overwrite=overwrite)
-    return _convert(Path(src), Path(dst), options, progress=progress, warn=warn, on_start=on_start)
+    return _convert(Path(src), Path(dst), options, progress=progress, warn=warn, on_start=on_start, edit=edit)
 
 
 def _convert(src: Path, dst: Path, options: ConvertOptions, *, progress: ProgressCallback | None,
-             warn: Callable[[str], None] | None, on_start: Callable[[int], None] | None) -> ConvertReport:
+             warn: Callable[[str], None] | None, on_start: Callable[[int], None] | None,
+             edit: Callable[[dict[str, TensorInfo]], dict[str, TensorInfo]] | None = None) -> ConvertReport:
     """:func:`convert_file` with its options object: open and scan, plan, stream, verify."""
     from ..formats.atomic import check_destination
     from ..formats.safetensors import SafetensorsWriter
@@ -634,7 +639,7 @@ def _convert(src: Path, dst: Path, options: ConvertOptions, *, progress: Progres
             strip_prefix=options.strip_prefix,
             metadata=build_metadata(asset, src, keep_metadata=options.keep_metadata or carries_metadata_by_default(
                 asset, only=options.only, strip_prefix=options.strip_prefix, state_dict_key=options.state_dict_key),
-                salvaged=report.salvaged, extra=dict(options.metadata)))
+                salvaged=report.salvaged, extra=dict(options.metadata)), edit=edit)
         hasher.start()
         if on_start is not None:
             on_start(plan.nbytes)
