@@ -164,7 +164,7 @@ def test_full_size_vae_random_bytes_equal_diffusers_from_single_file(tmp_path, l
 FACTORY = {"sd15_inpaint": "sd1-inpaint", "sd2_inpaint": "sd2-inpaint", "sdxl_inpaint": "sdxl-inpaint",
            "sdxl_refiner": "sdxl-refiner", "unet_sd15": "sd1", "unet_sdxl": "sdxl",
            "vae_sd": "vae-sd", "controlnet_sd15": "controlnet-sd1", "controlnet_sd15_unprefixed": "controlnet-sd1",
-           "controlnet_sd21": "controlnet-sd2"}
+           "controlnet_sd21": "controlnet-sd2", "te_openclip_h": "sd2-v", "te_openclip_bigg": "sdxl"}
 
 
 @pytest.mark.parametrize("fixture_id", list(FACTORY))
@@ -179,7 +179,7 @@ def test_more_families_and_standalone_components(fixture_id, tmp_path):
         assert plan.config_id == FACTORY[fixture_id]
         _assert_covered_once(asset, plan)
         weighted = {n: c for n, c in plan.components.items() if c.tensors}
-        if fixture_id.startswith(("unet_", "vae_", "controlnet_")):
+        if fixture_id.startswith(("unet_", "vae_", "controlnet_", "te_")):
             assert list(plan.components) == list(weighted) and len(weighted) == 1 and plan.model_index == {}
         for name, comp in weighted.items():
             cls = comp.config.get("_class_name") or comp.config["architectures"][0]
