@@ -441,3 +441,37 @@ def test_standalone_vae_with_prefix_and_extras_round_trips(tiny, tmp_path):
     r = _cli("convert", str(tmp_path / "v"), str(tmp_path / "back.safetensors"), "--to", "single-file")
     assert r.returncode == 0, r.stderr
     assert file_tensors(tmp_path / "back.safetensors") == file_tensors(src)
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_standalone_open_clip_text_encoder_against_diffusers_converter(tmp_path, projection):
+    """A bare open_clip text tower (``transformer.resblocks.*``, fused in_proj, transposed
+    text_projection) made from a transformers model; diffusers' open_clip converter on our file
+    gives the model's own tensors, and our conversion back gives the same folder."""
+    import torch
+    from _layouts_helpers import tensor_key
+    from diffusers.loaders import single_file_utils as sfu
+    from safetensors.torch import load_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    model = cls(CLIPTextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu",
+                               projection_dim=32))
+    model.save_pretrained(str(tmp_path / "te"))
+    r = _cli("convert", str(tmp_path / "te"), str(tmp_path / "te.safetensors"), "--to", "single-file")
+    assert r.returncode == 0, r.stderr
+    ours = load_file(str(tmp_path / "te.safetensors"))
+    assert "transformer.resblocks.1.attn.in_proj_weight" in ours and ("text_projection" in ours) == projection
+    prefix = "conditioner.embedders.1.model."
+    theirs = sfu.convert_open_clip_checkpoint(model, {prefix + k: v for k, v in ours.items()}, prefix=prefix)
+    want = {k: tensor_key(v) for k, v in model.state_dict().items()}
+    got = {k: tensor_key(v) for k, v in theirs.items()}
+    if not projection:
+        got = {k.removeprefix("text_model."): v for k, v in got.items()}
+    assert {k: got[k] for k in want} == want
+    r = _cli("convert", str(tmp_path / "te.safetensors"), str(tmp_path / "back"), "--to", "diffusers",
+             "--config", str(tmp_path / "te"))
+    assert r.returncode == 0, r.stderr
+    assert file_tensors(tmp_path / "back" / "model.safetensors") == file_tensors(tmp_path / "te" / "model.safetensors")

@@ -161,10 +161,10 @@ def test_full_size_vae_random_bytes_equal_diffusers_from_single_file(tmp_path, l
     assert [k for k in mine if mine[k] != theirs[k]] == []
 
 
-FACTORY = {"sd15_inpaint": "sd1-inpaint", "sd2_inpaint": "sd2-inpaint", "sdxl_inpaint": "sdxl-inpaint",
+FACTORY = {"sd15_inpaint": "sd1-inpaint", "sd15_instruct_pix2pix": "sd1-instruct-pix2pix", "sd2_inpaint": "sd2-inpaint", "sdxl_inpaint": "sdxl-inpaint",
            "sdxl_refiner": "sdxl-refiner", "unet_sd15": "sd1", "unet_sdxl": "sdxl",
            "vae_sd": "vae-sd", "controlnet_sd15": "controlnet-sd1", "controlnet_sd15_unprefixed": "controlnet-sd1",
-           "controlnet_sd21": "controlnet-sd2"}
+           "controlnet_sd21": "controlnet-sd2", "te_openclip_h": "sd2-v", "te_openclip_bigg": "sdxl"}
 
 
 @pytest.mark.parametrize("fixture_id", list(FACTORY))
@@ -179,9 +179,36 @@ def test_more_families_and_standalone_components(fixture_id, tmp_path):
         assert plan.config_id == FACTORY[fixture_id]
         _assert_covered_once(asset, plan)
         weighted = {n: c for n, c in plan.components.items() if c.tensors}
-        if fixture_id.startswith(("unet_", "vae_", "controlnet_")):
+        if fixture_id.startswith(("unet_", "vae_", "controlnet_", "te_")):
             assert list(plan.components) == list(weighted) and len(weighted) == 1 and plan.model_index == {}
         for name, comp in weighted.items():
             cls = comp.config.get("_class_name") or comp.config["architectures"][0]
             want = {k: tuple(v.shape) for k, v in _meta_model(cls, comp.config).state_dict().items()}
             assert {t.name: t.shape for t in comp.tensors} == want, name
+
+
+def test_catalogue_configs_build_in_diffusers():
+    """Every catalogue config folder: model_index components have configs (or are tokenizers/None),
+    schedulers build in diffusers with the prediction type registry/layouts.json states."""
+    import diffusers
+
+    from assetkit import catalogue
+
+    for row in catalogue.load("layouts.json")["configs"]:
+        configs = catalogue_configs(row["id"])
+        index = configs.get("model_index.json")
+        if index is None:
+            assert len(configs) == 1, row["id"]
+            continue
+        assert getattr(diffusers, index["_class_name"]), row["id"]
+        for name, entry in index.items():
+            if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
+                continue
+            if name.startswith("tokenizer"):
+                assert catalogue.family_tokenizer_files("sdxl" if row["family"] == "sdxl-refiner" else row["family"], name)
+            elif name == "scheduler":
+                cfg = configs["scheduler/scheduler_config.json"]
+                sched = getattr(diffusers, cfg["_class_name"]).from_config(cfg)
+                assert sched.config.prediction_type == row["prediction_type"], row["id"]
+            else:
+                assert f"{name}/config.json" in configs, (row["id"], name)

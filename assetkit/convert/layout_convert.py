@@ -37,6 +37,9 @@ __all__ = ["SIDECAR", "ComponentPlan", "DiffusersPlan", "SingleFilePlan", "Sourc
 #: original names, plus the layout id and the source's plain metadata (JSON in the header).
 SIDECAR = "assetkit_extras.safetensors"
 _WEIGHTS = {"diffusers": "diffusion_pytorch_model", "transformers": "model"}
+#: Layouts of one component alone (written as a component folder, no model index).
+_STANDALONE = ("vae", "unet", "controlnet", "text_encoder")
+_TEXT_RULES = ("clip", "open_clip", "open_clip_bare")
 
 
 class LayoutError(AssetkitError):
@@ -89,6 +92,9 @@ def _rules_for(kind: str, config: dict, source_names: Iterable[str] = (), target
         return controlnet_rules(config)
     if kind == "open_clip":
         return open_clip_text_rules(config, target_prefix=target_prefix)
+    if kind == "open_clip_bare":  # a standalone open_clip text tower: the same names without ``model.``
+        return [Rule(tuple(n.removeprefix("model.") for n in r.original), r.diffusers, r.op)
+                for r in open_clip_text_rules(config, target_prefix=target_prefix)]
     if kind == "clip":
         names = list(source_names)
         with_text_model = not names or any(n.startswith("transformer.text_model.") for n in names)
@@ -159,7 +165,7 @@ def _decisive_shapes(kind: str, config: Mapping[str, Any], prefix: str) -> dict[
         latent = config.get("latent_channels", 4)
         want["encoder.conv_in.weight"] = (channels[0], config.get("in_channels", 3), 3, 3)
         want["decoder.conv_in.weight"] = (channels[-1], latent, 3, 3)
-    elif kind in ("clip", "open_clip"):
+    elif kind in _TEXT_RULES:
         hidden = config["hidden_size"]
         want[f"{prefix}embeddings.token_embedding.weight"] = (config.get("vocab_size", 49408), hidden)
         if config.get("num_hidden_layers", 0) > 0:
@@ -170,7 +176,7 @@ def _decisive_shapes(kind: str, config: Mapping[str, Any], prefix: str) -> dict[
 def _check_shapes(component: str, kind: str, config: Mapping[str, Any], targets: Iterable[TargetTensor],
                   where: str) -> None:
     by_name = {t.name: t.shape for t in targets}
-    prefix = diffusers_prefix(dict(config)) if kind in ("clip", "open_clip") else ""
+    prefix = diffusers_prefix(dict(config)) if kind in _TEXT_RULES else ""
     bad = [f"{component}/{n} is {list(by_name[n])}, the config wants {list(shape)}"
            for n, shape in _decisive_shapes(kind, config, prefix).items() if n in by_name and tuple(by_name[n]) != shape]
     if bad:
@@ -226,9 +232,20 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         layout = fam
     elif kind in ("vae", "unet", "controlnet") and result.layout in (None, "original"):
         layout = kind
+    elif kind == "text_encoder" and any(n.startswith("transformer.resblocks.") for n in source):
+        layout = "text_encoder"  # a bare open_clip text tower (OpenCLIP-H / bigG)
     else:
         raise _unknown_layout(asset, _considered() + f" (probe: {result.summary})")
-    if configs is None:
+    if configs is None and layout == "text_encoder":
+        width = source.get("token_embedding.weight", ("", (0, 0)))[1][-1]
+        by_width = {str(row["width"]): row for row in table["standalone_text_encoder"]}
+        if str(width) not in by_width:
+            raise LayoutError(f"no catalogue config for an open_clip text encoder of width {width} (known: "
+                              f"{', '.join(by_width)}); pass --config DIR", where=str(asset.path))
+        row = by_width[str(width)]
+        config_id = row["config"]
+        configs = {"config.json": catalogue_configs(config_id)[f"{row['component']}/config.json"]}
+    elif configs is None:
         config_id = _choose_config(kind, fam, result.variant, result.prediction_type)
         configs = catalogue_configs(config_id)
     components_spec: dict[str, list[str]] = dict(table["single_file"][layout])
@@ -238,7 +255,7 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         components_spec = {"unet": ["model.diffusion_model.", "unet"]}
     if layout == "vae" and any(n.startswith("first_stage_model.") for n in source):
         components_spec = {"vae": ["first_stage_model.", "vae"]}
-    standalone = layout in ("vae", "unet", "controlnet")
+    standalone = layout in _STANDALONE
     model_index = {} if standalone else configs.get("model_index.json", {})
     components: dict[str, ComponentPlan] = {}
     claimed: set[str] = set()
@@ -258,8 +275,7 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
             _check_shapes(comp, rules_kind, config, mapped.targets, str(asset.path))
         claimed.update(p.source for t in mapped.targets for p in t.parts)
         components[comp] = ComponentPlan(comp, config, {}, mapped.targets,
-                                         library=_component_library(model_index, comp)
-                                         if comp.startswith("text_encoder") else "diffusers")
+                                         library="transformers" if "architectures" in config else "diffusers")
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise LayoutError(f"{len(missing)} tensors the {config_id or 'given'} layout needs are missing: {shown}",
@@ -507,7 +523,10 @@ def _layout_from_configs(configs: Mapping[str, Any], components: Iterable[str]) 
     """The original layout a set of diffusers configs maps to ("" when it cannot tell)."""
     comps = set(components)
     if "model_index.json" not in configs:
-        cls = (configs.get("config.json") or {}).get("_class_name")
+        config = configs.get("config.json") or {}
+        if config.get("hidden_act") == "gelu" and "CLIPText" in "".join(config.get("architectures") or []):
+            return "text_encoder"  # an OpenCLIP text tower in transformers naming
+        cls = config.get("_class_name")
         return {"AutoencoderKL": "vae", "UNet2DConditionModel": "unet", "ControlNetModel": "controlnet"}.get(cls, "")
     if "text_encoder_2" in comps:
         return "sdxl" if "text_encoder" in comps else "sdxl-refiner"
@@ -550,7 +569,7 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
     for comp, (prefix, rules_kind) in spec.items():
         if single_component:
             config, tensors, key = asset.configs.get("config.json"), asset.tensors, ""
-            prefix = "" if layout in ("vae", "unet", "controlnet") else prefix
+            prefix = "" if layout in _STANDALONE else prefix
             prefix = meta.get(f"assetkit.prefix.{comp}", prefix)
         else:
             if comp not in asset.components:
@@ -564,7 +583,7 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
         if rules_kind == "clip" and meta.get(f"assetkit.{comp}.text_model") == "0":
             te_names = ["transformer.embeddings"]
         rules = _rules_for(rules_kind, config, te_names,
-                           diffusers_prefix(config, names) if rules_kind in ("clip", "open_clip") else None)
+                           diffusers_prefix(config, names) if rules_kind in _TEXT_RULES else None)
         mapped = map_names([r.prefixed(prefix, key) for r in rules], {key + n: v for n, v in names.items()},
                            "to_original")
         missing.extend(mapped.missing)
