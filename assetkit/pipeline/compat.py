@@ -49,10 +49,13 @@ class UNetFacts:
 
 
 def _first(tensors: dict[str, TensorInfo], suffixes: tuple[str, ...], dim: int) -> tuple[int | None, str]:
-    for suffix in suffixes:
-        for name, info in tensors.items():
-            if (name == suffix or name.endswith("." + suffix)) and len(info.shape) > dim:
-                return info.shape[dim], name
+    """The ``dim`` size of the first tensor named exactly one of ``suffixes``, else ending in one."""
+    for exact in (True, False):
+        for suffix in suffixes:
+            for name, info in tensors.items():
+                hit = name == suffix if exact else name.endswith("." + suffix)
+                if hit and len(info.shape) > dim:
+                    return info.shape[dim], name
     return None, ""
 
 
@@ -66,7 +69,7 @@ def unet_facts(tensors: dict[str, TensorInfo]) -> UNetFacts:
         ("out_channels", ("conv_out.weight", "out.2.weight"), 0),
         ("adm_in", ("add_embedding.linear_1.weight", "label_emb.0.0.weight"), 1),
     ):
-        candidates = {n: i for n, i in tensors.items() if not n.startswith(("encoder.", "decoder."))}
+        candidates = {n: i for n, i in tensors.items() if not n.startswith(("encoder.", "decoder.", "controlnet_cond_embedding."))}
         value, key = _first(candidates, suffixes, dim)
         setattr(facts, attr, value)
         if key:
@@ -281,7 +284,7 @@ def _family_check(role: str, name: str, result: Any, base_family: str | None, ou
     compatible = {base_family} | ({"sdxl"} if base_family == "sdxl-refiner" else set())
     if fam not in compatible:
         out.findings.append(Finding("family-mismatch", "error",
-                                    f"a {fam} {result.kind} on a {base_family} base", where))
+                                    f"{result.kind} of family {fam} on a base of family {base_family}", where))
 
 
 def _scheduler_check(spec: Any, parts: Parts, probe_prediction: str | None, out: CompatReport) -> None:

@@ -4,7 +4,6 @@ knows about the registry (``assetkit.registry``, when that layer is installed).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,17 +20,14 @@ class Source:
     registry_id: str | None = None
 
 
-def open_registry() -> Any | None:
-    """The user's registry (``$ASSETKIT_HOME``), or None when the registry layer is not there."""
-    try:
-        from ..registry import Registry  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    home = os.environ.get("ASSETKIT_HOME")
-    try:
-        return Registry(home) if home else Registry()
-    except TypeError:
-        return None
+def open_registry() -> Any:
+    """The user's registry (``$ASSETKIT_HOME``, else the platform's user data dir)."""
+    from ..registry import Registry
+
+    return Registry()
+
+
+_FILE_KINDS = ("lora", "textual_inversion", "ip_adapter")
 
 
 def resolve(name: str, root: Path, registry: Any | None = None) -> Source:
@@ -41,19 +37,16 @@ def resolve(name: str, root: Path, registry: Any | None = None) -> Source:
         candidate = root / candidate
     if candidate.exists():
         return Source(name, candidate.resolve())
+    if "/" in name or name.endswith((".safetensors", ".ckpt", ".pt", ".bin")):
+        raise AssetkitError("no such file or directory", where=str(candidate))
     registry = registry if registry is not None else open_registry()
-    if registry is None:
-        raise AssetkitError("no such file or directory, and no registry to look the name up in", where=name)
+    record = registry.resolve(name)  # NotFoundError is an AssetkitError naming the name
+    first, second = ("file", "diffusers") if record.kind in _FILE_KINDS else ("diffusers", "file")
     try:
-        record = registry.resolve(name)
-    except (KeyError, LookupError, AssetkitError) as exc:
-        raise AssetkitError(f"neither a path nor a registry name ({exc})", where=name) from None
-    layout = "diffusers" if getattr(record, "kind", None) == "pipeline" else "file"
-    try:
-        path = Path(registry.path(name, layout=layout))
-    except (KeyError, LookupError, AssetkitError, ValueError):
-        path = Path(registry.path(name))
-    return Source(name, path, str(getattr(record, "id", "")) or None)
+        path = Path(registry.path(name, layout=first))
+    except AssetkitError:
+        path = Path(registry.path(name, layout=second))
+    return Source(name, path, str(record.id))
 
 
 def fetch_missing(lock: Any, registry: Any | None) -> list[str]:
