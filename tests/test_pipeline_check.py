@@ -42,7 +42,7 @@ class _Images(HTMLParser):
 def test_lock_and_check_sd1_with_lora_and_controlnet(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
     a = tiny_assets
     spec = write_spec(tmp_path, f"base: {a['sd1']}\nloras: [{{name: {a['lora_sd1.safetensors']}, scale: 0.8}}]\n"
-                                f"controlnets: [{{name: {a['cn_sd1']}}}]\nsmoke: {{steps: 2}}\n")
+                                f"controlnets: [{{name: {a['cn_sd1']}}}]\nsmoke: {{steps: 1}}\n")
     locked = _cli("lock", str(spec))
     assert locked.exit_code == 0, locked.output
     lock = read_lock(tmp_path / "spec.lock")
@@ -123,7 +123,7 @@ def test_sdxl_with_lora_and_controlnet_passes(tiny_assets, tmp_path: Path) -> No
     a = tiny_assets
     spec = write_spec(tmp_path, f"base: {a['sdxl']}\nloras: [{{name: {a['lora_sdxl.safetensors']}}}]\n"
                                 f"controlnets: [{{name: {a['cn_sdxl']}, conditioning_scale: 0.7}}]\n"
-                                "smoke: {steps: 2, height: 64, width: 64}\n")
+                                "smoke: {steps: 1, height: 64, width: 64}\n")
     result = run_check(spec)
     assert result.ok, result.to_dict()["suites"]
     assert [i.label for i in result.smoke.images] == ["output", "without LoRAs", "ControlNet off", "conditioning"]
@@ -145,12 +145,12 @@ def test_nan_weights_fail_with_step_and_module(tiny_assets, tmp_path: Path) -> N
 def test_lora_scale_zero_is_the_base_image_and_a_dead_lora_fails(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
     a = tiny_assets
     zero = run_check(write_spec(tmp_path, f"base: {a['sd1']}\nloras: [{{name: {a['lora_sd1.safetensors']}, "
-                                          "scale: 0}]\nsmoke: {steps: 2}\n", "zero.yaml"))
+                                          "scale: 0}]\nsmoke: {steps: 1}\n", "zero.yaml"))
     assert zero.ok, zero.suites
     images = {i.label: i.array for i in zero.smoke.images}
     assert np.array_equal(images["output"], images["without LoRAs"])
     dead = run_check(write_spec(tmp_path, f"base: {a['sd1']}\nloras: [{{name: {a['lora_zero.safetensors']}}}]\n"
-                                          "smoke: {steps: 2}\n", "dead.yaml"))
+                                          "smoke: {steps: 1}\n", "dead.yaml"))
     assert [f.code for f in dead.suites["smoke"]] == ["lora-no-effect"]
 
 
@@ -172,3 +172,28 @@ def test_smoke_image_is_what_plain_diffusers_makes(tiny_assets) -> None:  # noqa
     ours = result.smoke.images[0].array
     assert ours.shape == plain.shape == (64, 64, 3)
     assert np.abs(ours - plain).max() < 1e-4
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_cuda_asked_without_a_gpu_fails_clearly(tiny_assets) -> None:  # noqa: F811
+    if _cuda():
+        pytest.skip("a GPU is present")
+    result = _cli("smoke", str(tiny_assets["sd1"]), "--device", "cuda", "--json")
+    assert result.exit_code == 1
+    findings = json.loads(result.output)["suites"]["smoke"]["findings"]
+    assert [f["code"] for f in findings] == ["assemble-failed"] and "no CUDA device" in findings[0]["message"]
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_smoke_on_cuda_in_fp16_measures_vram(tiny_assets) -> None:  # noqa: F811
+    from assetkit.pipeline.gate import smoke_one
+
+    result = smoke_one(str(tiny_assets["sd1"]), steps=2, device="cuda")
+    assert result.ok, result.suites
+    assert (result.smoke.device, result.smoke.dtype) == ("cuda", "fp16")
+    assert result.smoke.memory["peak_cuda_bytes"] > 0
