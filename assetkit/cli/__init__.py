@@ -20,6 +20,7 @@ COMMANDS = {
     "validate": "validate_cmd",
     "convert": "convert_cmd",
     "demo": "demo_cmd",
+    "registry": "registry_cmd",
 }
 
 

@@ -8,10 +8,34 @@ from __future__ import annotations
 
 from .batch import BatchItem, BatchReport, convert_tree, convert_variant_folder
 from .dtype_cast import CASTABLE, cast_bytes, output_dtype
+from .keymap import Rule, SourcePart, TargetTensor
+from .layout_convert import (
+    SIDECAR,
+    ComponentPlan,
+    DiffusersPlan,
+    LayoutError,
+    SingleFilePlan,
+    plan_diffusers_to_single_file,
+    plan_single_file_to_diffusers,
+    write_diffusers_folder,
+    write_single_file,
+)
 from .to_safetensors import ConversionPlan, ConvertReport, convert_file, plan_conversion, select_tensors
 
 __all__ = [
     "CASTABLE",
+    "SIDECAR",
+    "ComponentPlan",
+    "DiffusersPlan",
+    "LayoutError",
+    "Rule",
+    "SingleFilePlan",
+    "SourcePart",
+    "TargetTensor",
+    "plan_diffusers_to_single_file",
+    "plan_single_file_to_diffusers",
+    "write_diffusers_folder",
+    "write_single_file",
     "BatchItem",
     "BatchReport",
     "ConversionPlan",
