@@ -34,7 +34,6 @@ only from boto3's standard chain (environment, shared config/profiles, instance 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import io
 import itertools
@@ -50,6 +49,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..blobs import check_sha256, hash_file
 from .errors import RemoteError, RemoteIntegrityError, RemoteNotFoundError
 from .url import RemoteSpec
 
@@ -63,7 +63,7 @@ DEFAULT_PART_SIZE = 32 * MiB
 MAX_PARTS = 10_000
 DEFAULT_WORKERS = 8
 _READ_CHUNK = 4 * MiB
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")  # a key name is tested, not checked (listing skips strays)
 
 #: progress(event, sha256, nbytes). Events: "start" (an upload or download begins, nbytes = blob
 #: size), "sent" / "received" (nbytes more over the wire), "resumed" (nbytes found already uploaded in an
@@ -76,12 +76,6 @@ def _noop(event: str, sha256: str, nbytes: int) -> None:
     return None
 
 
-def _check_sha(sha256: str) -> str:
-    if not isinstance(sha256, str) or not _HEX64.match(sha256):
-        raise RemoteError(f"not a sha256 blob address: {sha256!r}")
-    return sha256
-
-
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
@@ -92,16 +86,6 @@ def part_size_for(size: int, preferred: int = DEFAULT_PART_SIZE) -> int:
     while -(-size // part) > MAX_PARTS:
         part *= 2
     return part
-
-
-def _file_sha256(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 @dataclass(frozen=True)
@@ -225,7 +209,7 @@ class S3BlobStore:
 
     def key_for(self, sha256: str) -> str:
         """``PREFIX/objects/sha256/ab/cdef...``, the local store's address under the prefix."""
-        sha256 = _check_sha(sha256)
+        sha256 = check_sha256(sha256)
         return self._join("objects", "sha256", sha256[:2], sha256[2:])
 
     def _objects_prefix(self) -> str:
@@ -274,8 +258,8 @@ class S3BlobStore:
         """
         path = Path(path)
         if expected_sha256 is None:
-            expected_sha256, _ = _file_sha256(path)
-        sha = _check_sha(expected_sha256)
+            expected_sha256 = hash_file(path)
+        sha = check_sha256(expected_sha256)
         size = path.stat().st_size
         if self.has(sha):
             self.progress("skip", sha, size)
@@ -291,7 +275,7 @@ class S3BlobStore:
 
     def put_stream(self, chunks: Iterable[bytes], expected_sha256: str | None = None) -> str:
         """Spool the chunks to a temporary file (hashing them) and upload it; returns the sha256."""
-        if expected_sha256 is not None and self.has(_check_sha(expected_sha256)):
+        if expected_sha256 is not None and self.has(check_sha256(expected_sha256)):
             self.progress("skip", expected_sha256, self.size(expected_sha256))
             return expected_sha256
         with tempfile.NamedTemporaryFile(prefix="assetkit-remote-", suffix=".tmp") as spool:
@@ -673,11 +657,3 @@ def _parse_manifest(body: bytes, where: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise RemoteIntegrityError("manifest is not a JSON object", where=where)
     return document
-
-
-def sha256_b64(hex_digest: str) -> str:
-    """The base64 form S3 uses for a hex sha256 (``ChecksumSHA256``)."""
-    try:
-        return _b64(binascii.unhexlify(_check_sha(hex_digest)))
-    except binascii.Error:
-        raise RemoteError(f"not a sha256: {hex_digest!r}") from None

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...findings import Finding
+from ..blobs import BlobError
 from .config import RemoteConfig
 from .errors import RemoteError, RemoteIntegrityError, RemoteNotFoundError
 from .s3 import Progress, S3BlobStore
@@ -190,11 +191,7 @@ def fetch_blobs(registry: Registry, remote: S3BlobStore, blobs: Iterable[str],
         except RemoteIntegrityError as exc:
             problems.append((sha, f"refused: {exc.message}"))
             continue
-        except RemoteError:
-            raise
-        except Exception as exc:  # the local store's own hash check (BlobError)
-            if type(exc).__name__ != "BlobError":
-                raise
+        except BlobError as exc:  # the local store's own hash check
             problems.append((sha, f"refused: {exc}"))
             continue
         if stored != sha or not registry.store.has(sha):
