@@ -18,16 +18,11 @@ import click
 
 from ._common import EXIT_PROBLEMS, emit_json, fail, handles_errors, human_bytes, json_option
 
-root_option = click.option("--root", type=click.Path(path_type=Path), envvar="ASSETKIT_HOME",
-                           help="Registry folder (default: $ASSETKIT_HOME, else the platform's user data dir).")
+# registry_cmd imports this module at its end, after these two exist.
+from .registry_cmd import _registry, root_option
+
 remote_option = click.option("--remote", "remote_name", metavar="NAME",
                              help="Remote to use (default: the registry's default remote).")
-
-
-def _registry(root: Path | None) -> Any:
-    from ..registry import Registry
-
-    return Registry(root)
 
 
 def _open(registry: Any, name: str | None, progress: Any = None) -> tuple[str, Any]:
