@@ -20,6 +20,9 @@ COMMANDS = {
     "validate": "validate_cmd",
     "convert": "convert_cmd",
     "demo": "demo_cmd",
+    "lock": "lock_cmd",
+    "check": "check_cmd",
+    "smoke": "smoke_cmd",
     "registry": "registry_cmd",
 }
 

@@ -1,0 +1,159 @@
+"""Assemble a diffusers pipeline offline from resolved (or locked) components.
+
+torch and diffusers are imported inside the functions. Nothing is fetched: every component is a
+local diffusers folder (single files are converted to one first with ``assetkit.convert``), loaded
+with ``local_files_only=True``; afterwards no parameter may be on the meta device or missing from
+the files (randomly initialised).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AssetkitError
+from ..findings import Finding
+
+_TASK_CLASSES = {"text-to-image": "AutoPipelineForText2Image", "image-to-image": "AutoPipelineForImage2Image",
+                 "inpainting": "AutoPipelineForInpainting"}
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@dataclass
+class Assembled:
+    pipe: Any
+    device: str
+    dtype: str
+    adapters: list[str] = field(default_factory=list)
+    lora_scales: list[float] = field(default_factory=list)
+    controlnet_scales: list[float] = field(default_factory=list)
+    load_seconds: float = 0.0
+    findings: list[Finding] = field(default_factory=list)
+
+
+def choose_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise AssetkitError("--device cuda asked for, but torch sees no CUDA device")
+    return requested
+
+
+def choose_dtype(requested: str, device: str) -> str:
+    if requested == "auto":
+        return "fp16" if device == "cuda" else "fp32"
+    return requested
+
+
+def as_diffusers_folder(path: Path, workdir: Path) -> Path:
+    """``path`` itself when it is a folder; a single original-layout file converted to a diffusers
+    folder under ``workdir`` (once per sha256 of its first bytes and size) otherwise."""
+    if path.is_dir():
+        return path
+    from ..convert import plan_single_file_to_diffusers, write_diffusers_folder
+    from ..formats import open_asset
+
+    stat = path.stat()
+    out = workdir / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if out.is_dir():
+        return out
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open_asset(path) as asset:
+        plan = plan_single_file_to_diffusers(asset)
+        write_diffusers_folder(plan, asset, out)
+    return out
+
+
+def _params_from_files(module: Any, folder: Path, role: str) -> list[Finding]:
+    """Every parameter on a real device and present in the component's weight files."""
+    from ..formats import open_asset
+
+    findings: list[Finding] = []
+    on_meta = [n for n, p in module.named_parameters() if p.device.type == "meta"]
+    if on_meta:
+        findings.append(Finding("assemble-meta", "error",
+                                f"{len(on_meta)} parameters left on the meta device (first: {on_meta[0]})", role))
+    try:
+        with open_asset(folder) as asset:
+            stored = set(asset.tensors)
+    except AssetkitError:
+        return findings
+    names = [n for n, _ in module.named_parameters()]
+    missing = [n for n in names if n not in stored and f"text_model.{n}" not in stored
+               and n.removeprefix("text_model.") not in stored]
+    if missing:
+        findings.append(Finding("assemble-random-init", "error",
+                                f"{len(missing)} of {len(names)} parameters are not in the files and were "
+                                f"randomly initialised (first: {missing[0]})", role))
+    return findings
+
+
+def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdir: Path | None = None) -> Assembled:
+    """Build the spec's pipeline from ``sources`` (role -> Source with a local path)."""
+    import tempfile
+
+    import diffusers
+    import torch
+
+    from ..factory.diffusers_models import quiet_libraries
+
+    quiet_libraries()
+    started = time.perf_counter()
+    device = choose_device(device if device != "auto" else spec.device)
+    dtype = choose_dtype(spec.dtype, device)
+    torch_dtype = getattr(torch, _TORCH_DTYPES[dtype])
+    workdir = workdir or Path(tempfile.gettempdir()) / "assetkit-assemble"
+    if spec.ip_adapter is not None:
+        raise AssetkitError("ip_adapter: assembling an IP-Adapter is not supported yet (it needs a CLIP image "
+                            "encoder that no spec field names); compatibility is checked, smoke is not")
+    base = as_diffusers_folder(Path(sources["base"].path), workdir)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
+    controlnets = []
+    for i in range(len(spec.controlnets)):
+        folder = as_diffusers_folder(Path(sources[f"controlnet[{i}]"].path), workdir)
+        controlnets.append((folder, diffusers.ControlNetModel.from_pretrained(str(folder), **kwargs)))
+    if controlnets:
+        models = [m for _, m in controlnets]
+        kwargs["controlnet"] = models[0] if len(models) == 1 else models
+    vae_folder = None
+    if spec.vae:
+        vae_folder = as_diffusers_folder(Path(sources["vae"].path), workdir)
+        kwargs["vae"] = diffusers.AutoencoderKL.from_pretrained(str(vae_folder), dtype=torch_dtype,
+                                                                local_files_only=True)
+    auto = getattr(diffusers, _TASK_CLASSES[spec.task])
+    try:
+        pipe = auto.from_pretrained(str(base), **kwargs)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise AssetkitError(f"diffusers could not build the pipeline offline: {exc}", where=str(base)) from None
+    findings: list[Finding] = []
+    for name in ("unet", "transformer", "text_encoder", "text_encoder_2", "vae"):
+        module = getattr(pipe, name, None)
+        if module is None:
+            continue
+        folder = vae_folder if name == "vae" and vae_folder else base / name
+        findings += _params_from_files(module, folder, name)
+    for i, (folder, model) in enumerate(controlnets):
+        findings += _params_from_files(model, folder, f"controlnet[{i}]")
+    if spec.scheduler:
+        overrides = {k: v for k, v in spec.scheduler.items() if k != "class"}
+        cls = getattr(diffusers, spec.scheduler["class"], None)
+        if cls is None:
+            raise AssetkitError(f"scheduler: diffusers has no class {spec.scheduler['class']}")
+        pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
+    adapters = []
+    for i in range(len(spec.loras)):
+        name = f"lora{i}"
+        pipe.load_lora_weights(str(sources[f"lora[{i}]"].path), adapter_name=name)
+        adapters.append(name)
+    if adapters:
+        pipe.set_adapters(adapters, adapter_weights=[lora.scale for lora in spec.loras])
+    for i, ti in enumerate(spec.textual_inversions):
+        pipe.load_textual_inversion(str(sources[f"textual_inversion[{i}]"].path), token=ti.token)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return Assembled(pipe, device, dtype, adapters, [lora.scale for lora in spec.loras],
+                     [c.scale for c in spec.controlnets], time.perf_counter() - started, findings)

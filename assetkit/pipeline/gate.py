@@ -1,0 +1,142 @@
+"""``assetkit check``: the pre-deployment gate over a spec or a lock.
+
+Lock integrity (a lock whose files changed is refused), safety and validity of every file (scan,
+validate), compatibility (headers only), then assembly and the smoke generation. Each stage is a
+JUnit suite of findings; the result passes only when every stage ran and none failed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AssetkitError
+from ..findings import Finding
+
+
+@dataclass
+class CheckResult:
+    target: str
+    suites: dict[str, list[Finding]] = field(default_factory=dict)
+    compat: dict[str, Any] | None = None
+    smoke: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+    report: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.failing for fs in self.suites.values() for f in fs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "target": self.target,
+                "suites": {s: {"ok": not any(f.failing for f in fs), "findings": [f.to_dict() for f in fs]}
+                           for s, fs in self.suites.items()},
+                "compatibility": self.compat, "smoke": self.smoke.to_dict() if self.smoke else None,
+                "timings": {k: round(v, 4) for k, v in self.timings.items()}, "report": self.report}
+
+
+def load_target(path: Path) -> tuple[Any, Any, dict[str, Any], list[Finding]]:
+    """(spec, lock or None, sources, lock findings) for a spec or lock file."""
+    from .lock import is_lock_file, read_lock, verify_lock
+    from .sources import fetch_missing, resolve
+    from .spec import load_spec
+
+    if is_lock_file(path):
+        lock = read_lock(path)
+        fetch_missing(lock, None)  # the team remote's hook: pulls pinned blobs that are missing here
+        return lock.spec, lock, lock.sources(), verify_lock(lock)
+    spec = load_spec(path)
+    return spec, None, {role: resolve(name, spec.root) for role, name in spec.components()}, []
+
+
+def validate_files(sources: dict[str, Any]) -> list[Finding]:
+    """scan + validate of every component (a failing file names its role)."""
+    from ..check.scan import scan_paths
+    from ..check.validate import validate_path
+
+    findings: list[Finding] = []
+    for role, src in sources.items():
+        for result in scan_paths([src.path]):
+            if result.verdict != "safe":
+                findings.append(Finding("scan-" + result.verdict, "error" if result.verdict != "unsafe" else "dangerous",
+                                        f"{result.path}: scan verdict {result.verdict}", role))
+                findings += [Finding(f.code, f.severity, f.message, f"{role}: {f.where}") for f in result.findings
+                             if f.failing]
+        report = validate_path(src.path)
+        findings += [Finding(f.code, f.severity, f.message, f"{role}: {f.where}" if f.where else role)
+                     for f in report.problems if f.failing or f.severity == "warning"]
+    return findings
+
+
+def run_check(path: Path, *, device: str = "auto", smoke: bool = True, report_dir: Path | None = None,
+              junit: Path | None = None) -> CheckResult:
+    from .compat import check_compatibility
+
+    t0 = time.perf_counter()
+    spec, lock, sources, lock_findings = load_target(path)
+    result = CheckResult(str(path))
+    if lock is not None:
+        result.suites["lock"] = lock_findings
+    result.suites["validate"] = validate_files(sources) if not lock_findings else []
+    t1 = time.perf_counter()
+    compat = check_compatibility(spec, sources)
+    result.compat = compat.to_dict()
+    result.suites["compatibility"] = compat.findings
+    result.timings |= {"validate": t1 - t0, "compatibility": time.perf_counter() - t1}
+    if smoke:
+        if result.ok:
+            result.smoke = _smoke(spec, sources, device)
+            result.suites["smoke"] = result.smoke.findings
+        else:
+            result.suites["smoke"] = [Finding("smoke-not-run", "error",
+                                              "smoke generation not run: an earlier check failed", "smoke")]
+    result.timings["total"] = time.perf_counter() - t0
+    write_outputs(result, report_dir, junit)
+    return result
+
+
+def _smoke(spec: Any, sources: dict[str, Any], device: str) -> Any:
+    from .assemble import assemble
+    from .smoke import SmokeResult, smoke
+
+    try:
+        assembled = assemble(spec, sources, device=device)
+    except AssetkitError as exc:
+        return SmokeResult(findings=[Finding("assemble-failed", "error", str(exc), "assemble")])
+    out = smoke(assembled, spec) if not any(f.failing for f in assembled.findings) else SmokeResult()
+    out.findings[:0] = assembled.findings
+    out.device, out.dtype = assembled.device, assembled.dtype
+    out.timings.setdefault("load", assembled.load_seconds)
+    return out
+
+
+def write_outputs(result: CheckResult, report_dir: Path | None, junit: Path | None) -> None:
+    from .report import _write, junit_bytes, write_report
+
+    if report_dir is not None:
+        images = result.smoke.images if result.smoke else []
+        written = write_report(report_dir, result.to_dict(), result.suites, images)
+        result.report = {k: str(v) for k, v in written.items()}
+    if junit is not None:
+        _write(junit, junit_bytes(result.target, result.suites))
+        result.report["junit_file"] = str(junit)
+
+
+def smoke_one(name: str, *, device: str = "auto", steps: int = 4, size: int | None = None,
+              report_dir: Path | None = None, junit: Path | None = None) -> CheckResult:
+    """``assetkit smoke``: the smoke part alone for one model (a path or registry name)."""
+    from .sources import resolve
+    from .spec import PipelineSpec
+
+    spec = PipelineSpec(base=name)
+    spec.smoke.steps = steps
+    if size:
+        spec.smoke.height = spec.smoke.width = size
+    result = CheckResult(name)
+    sources = {"base": resolve(name, Path.cwd())}
+    result.smoke = _smoke(spec, sources, device)
+    result.suites["smoke"] = result.smoke.findings
+    write_outputs(result, report_dir, junit)
+    return result

@@ -1,0 +1,275 @@
+"""Pipeline specs (YAML): what to assemble and how to smoke-test it.
+
+A spec names a base model and the components laid over it; every name is a registry name or a
+path (relative paths are relative to the spec file). Unknown keys and wrong types are errors that
+name the line. Light: imports neither torch nor diffusers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AssetkitError
+
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+TASKS = ("text-to-image", "image-to-image", "inpainting")
+
+
+class SpecError(AssetkitError):
+    """A spec (or lock) that cannot be read: names the file and line."""
+
+
+@dataclass
+class Adapter:
+    """A LoRA (``scale``), ControlNet (``scale`` is the conditioning scale, ``image`` an optional
+    conditioning image), textual inversion (``token``) or IP-Adapter (``scale``)."""
+
+    name: str
+    scale: float = 1.0
+    token: str | None = None
+    image: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class Smoke:
+    prompt: str = "a photograph of an astronaut riding a horse"
+    negative_prompt: str = ""
+    steps: int = 4
+    height: int = 64
+    width: int = 64
+    seed: int = 0
+    guidance_scale: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PipelineSpec:
+    base: str
+    vae: str | None = None
+    loras: list[Adapter] = field(default_factory=list)
+    controlnets: list[Adapter] = field(default_factory=list)
+    textual_inversions: list[Adapter] = field(default_factory=list)
+    ip_adapter: Adapter | None = None
+    scheduler: dict[str, Any] | None = None  #: {"class": name, **overrides}
+    dtype: str = "auto"
+    device: str = "auto"
+    task: str = "text-to-image"
+    smoke: Smoke = field(default_factory=Smoke)
+    source: Path | None = None  #: the spec file (relative names resolve against its folder)
+
+    @property
+    def root(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    def components(self) -> list[tuple[str, str]]:
+        """(role, name) for every named component: ``base``, ``vae``, ``lora[0]``, ``controlnet[0]``..."""
+        out = [("base", self.base)]
+        if self.vae:
+            out.append(("vae", self.vae))
+        out += [(f"lora[{i}]", a.name) for i, a in enumerate(self.loras)]
+        out += [(f"controlnet[{i}]", a.name) for i, a in enumerate(self.controlnets)]
+        out += [(f"textual_inversion[{i}]", a.name) for i, a in enumerate(self.textual_inversions)]
+        if self.ip_adapter:
+            out.append(("ip_adapter", self.ip_adapter.name))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"base": self.base}
+        if self.vae:
+            doc["vae"] = self.vae
+        for key in ("loras", "controlnets", "textual_inversions"):
+            items = getattr(self, key)
+            if items:
+                doc[key] = [_adapter_doc(key, a) for a in items]
+        if self.ip_adapter:
+            doc["ip_adapter"] = {"name": self.ip_adapter.name, "scale": self.ip_adapter.scale}
+        if self.scheduler:
+            doc["scheduler"] = dict(self.scheduler)
+        doc.update(dtype=self.dtype, device=self.device, task=self.task, smoke=self.smoke.to_dict())
+        return doc
+
+
+def _adapter_doc(key: str, a: Adapter) -> dict[str, Any]:
+    if key == "loras":
+        return {"name": a.name, "scale": a.scale}
+    if key == "controlnets":
+        doc: dict[str, Any] = {"name": a.name, "conditioning_scale": a.scale}
+        if a.image:
+            doc["image"] = a.image
+        return doc
+    return {"name": a.name, **({"token": a.token} if a.token else {})}
+
+
+# ---- parsing with line numbers ----------------------------------------------------------------
+
+class _Reader:
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def error(self, node: Any, message: str) -> SpecError:
+        line = node.start_mark.line + 1 if node is not None else 1
+        return SpecError(message, where=f"{self.where}:{line}")
+
+    def mapping(self, node: Any, what: str, allowed: dict[str, str]) -> dict[str, Any]:
+        """key -> value node of a mapping node, unknown keys refused (``allowed``: key -> help)."""
+        import yaml
+
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, f"{what} must be a mapping")
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key not in allowed:
+                raise self.error(key_node, f"unknown key {key!r} in {what} (allowed: {', '.join(allowed)})")
+            if key in out:
+                raise self.error(key_node, f"duplicate key {key!r} in {what}")
+            out[key] = value_node
+        return out
+
+    def scalar(self, node: Any, what: str, kind: type | tuple[type, ...]) -> Any:
+        import yaml
+
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.error(node, f"{what} must be {_kind_name(kind)}")
+        value = yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else node.value
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+        if not ok:
+            raise self.error(node, f"{what} must be {_kind_name(kind)}, not {value!r}")
+        return float(value) if kind == (int, float) else value
+
+    def choice(self, node: Any, what: str, choices: tuple[str, ...]) -> str:
+        value = self.scalar(node, what, str)
+        if value not in choices:
+            raise self.error(node, f"{what} must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def sequence(self, node: Any, what: str) -> list[Any]:
+        import yaml
+
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, f"{what} must be a list")
+        return list(node.value)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    if kind == (int, float):
+        return "a number"
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}.get(kind, str(kind))  # type: ignore[arg-type]
+
+
+_TOP = {"base": "", "vae": "", "loras": "", "controlnets": "", "textual_inversions": "", "ip_adapter": "",
+        "scheduler": "", "dtype": "", "device": "", "task": "", "smoke": ""}
+_SMOKE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "prompt": str, "negative_prompt": str, "steps": int, "height": int, "width": int, "seed": int,
+    "guidance_scale": (int, float)}
+
+
+def _adapter(r: _Reader, node: Any, what: str, scale_key: str | None, extra: tuple[str, ...] = ()) -> Adapter:
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode):
+        return Adapter(name=r.scalar(node, f"{what} name", str))
+    allowed = {"name": "", **({scale_key: ""} if scale_key else {}), **{k: "" for k in extra}}
+    fields = r.mapping(node, what, allowed)
+    if "name" not in fields:
+        raise r.error(node, f"{what} needs a name")
+    adapter = Adapter(name=r.scalar(fields["name"], f"{what} name", str))
+    if scale_key and scale_key in fields:
+        adapter.scale = r.scalar(fields[scale_key], f"{what} {scale_key}", (int, float))
+    if "token" in fields:
+        adapter.token = r.scalar(fields["token"], f"{what} token", str)
+    if "image" in fields:
+        adapter.image = r.scalar(fields["image"], f"{what} image", str)
+    return adapter
+
+
+def parse_spec(text: str, where: str = "spec", source: Path | None = None) -> PipelineSpec:
+    """Parse the YAML text of a spec; errors name ``where:line``."""
+    import yaml
+
+    r = _Reader(where)
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}", where=f"{where}{line}") from None
+    if root is None:
+        raise SpecError("empty spec (it needs at least a base)", where=where)
+    top = r.mapping(root, "the spec", _TOP)
+    if "base" not in top:
+        raise r.error(root, "the spec needs a base (a registry name or a path)")
+    spec = PipelineSpec(base=r.scalar(top["base"], "base", str), source=source)
+    if "vae" in top:
+        spec.vae = r.scalar(top["vae"], "vae", str)
+    for key, scale_key, extra in (("loras", "scale", ()), ("controlnets", "conditioning_scale", ("image",)),
+                                  ("textual_inversions", None, ("token",))):
+        if key in top:
+            items = [_adapter(r, n, f"{key}[{i}]", scale_key, extra) for i, n in enumerate(r.sequence(top[key], key))]
+            setattr(spec, key, items)
+    if "ip_adapter" in top:
+        spec.ip_adapter = _adapter(r, top["ip_adapter"], "ip_adapter", "scale")
+    if "scheduler" in top:
+        spec.scheduler = _scheduler(r, top["scheduler"])
+    if "dtype" in top:
+        spec.dtype = r.choice(top["dtype"], "dtype", DTYPES)
+    if "device" in top:
+        spec.device = r.choice(top["device"], "device", DEVICES)
+    if "task" in top:
+        spec.task = r.choice(top["task"], "task", TASKS)
+    if "smoke" in top:
+        fields = r.mapping(top["smoke"], "smoke", dict.fromkeys(_SMOKE_FIELDS, ""))
+        for key, node in fields.items():
+            value = r.scalar(node, f"smoke.{key}", _SMOKE_FIELDS[key])
+            if key in ("steps", "height", "width") and value < 1:
+                raise r.error(node, f"smoke.{key} must be at least 1, not {value}")
+            if key in ("height", "width") and value % 8:
+                raise r.error(node, f"smoke.{key} must be a multiple of 8, not {value}")
+            setattr(spec.smoke, key, value)
+    if spec.task != "text-to-image" and spec.controlnets:
+        raise r.error(top["task"], f"task {spec.task} with controlnets is not supported (text-to-image only)")
+    return spec
+
+
+def _scheduler(r: _Reader, node: Any) -> dict[str, Any]:
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode):
+        return {"class": r.scalar(node, "scheduler", str)}
+    if not isinstance(node, yaml.MappingNode):
+        raise r.error(node, "scheduler must be a class name or a mapping with a class")
+    out: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(value_node, yaml.ScalarNode):
+            raise r.error(value_node, f"scheduler.{key_node.value} must be a plain value")
+        out[key_node.value] = yaml.safe_load(yaml.serialize(value_node))
+    if not isinstance(out.get("class"), str):
+        raise r.error(node, "scheduler needs a class (e.g. EulerDiscreteScheduler)")
+    return out
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and parse a spec file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("no such file", where=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read: {getattr(exc, 'strerror', None) or exc}", where=str(p)) from None
+    return parse_spec(text, where=str(p), source=p.resolve())
+
+
+def spec_from_dict(doc: dict[str, Any], source: Path | None = None, where: str = "spec") -> PipelineSpec:
+    """A spec from its :meth:`PipelineSpec.to_dict` form (as a lock stores it)."""
+    import yaml
+
+    return parse_spec(yaml.safe_dump(doc, sort_keys=False), where=where, source=source)
