@@ -235,3 +235,56 @@ def test_transfer_stats_counts_events() -> None:
         stats(event, "ab" * 32, n)
     assert stats.to_dict() == {"objects": 1, "bytes": 10, "skipped": 1, "skipped_bytes": 7, "resumed_bytes": 3,
                                "raced": 0}
+
+
+def test_check_lock_on_an_empty_registry_pulls_what_it_needs(s3_bucket: S3Bucket, tmp_path: Path,
+                                                              fine_tunes: dict[str, Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI runner with an empty cache gates a deployment from a lock file alone."""
+    import json
+
+    from click.testing import CliRunner
+
+    from assetkit.cli import main
+    from assetkit.pipeline import load_spec, lock_spec, write_lock
+    from assetkit.registry.remote import RemoteConfig
+
+    spec_url = RemoteSpec.parse(s3_bucket.url("team"), endpoint_url=s3_bucket.endpoint_url, region="us-east-1")
+    laptop = Registry(tmp_path / "laptop")
+    RemoteConfig(laptop.root).add("team", spec_url)
+    laptop.add(fine_tunes["ft-a"], name="ft-a")
+    spec_file = tmp_path / "pipeline.yaml"
+    spec_file.write_text("base: ft-a\n")
+    lock_file = write_lock(lock_spec(load_spec(spec_file), laptop), tmp_path / "pipeline.lock")
+    push(laptop, remote_for(s3_bucket), ["ft-a"])
+    laptop_blobs = sorted(laptop.manifest("ft-a")["blobs"])
+    unet_blob = next(iter(laptop.manifest("ft-a.unet")["own_blobs"]))
+    laptop.close()
+    shutil.rmtree(laptop.root)  # the lock's paths are the laptop's: none of them exists on the runner
+
+    runner_root = tmp_path / "ci-runner"
+    RemoteConfig(runner_root).add("team", spec_url)
+    monkeypatch.setenv("ASSETKIT_HOME", str(runner_root))
+    result = CliRunner().invoke(main, ["check", str(lock_file), "--no-smoke", "--json"])
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0, doc
+    assert doc["suites"]["lock"]["ok"] and doc["suites"]["validate"]["ok"]
+    runner = Registry(runner_root)
+    assert [a["name"] for a in runner.ls()] == ["ft-a"]
+    assert sorted(runner.store.iter_blobs()) == laptop_blobs
+
+    # registry pull --lock on another empty registry fetches exactly the pinned assets.
+    other = tmp_path / "other-runner"
+    RemoteConfig(other).add("team", spec_url)
+    pulled = CliRunner().invoke(main, ["registry", "pull", "--lock", str(lock_file), "--root", str(other), "--json"])
+    summary = json.loads(pulled.stdout)
+    assert pulled.exit_code == 0, summary
+    assert [a["name"] for a in summary["assets"]] == ["ft-a"] and summary["objects"] == len(runner.manifest("ft-a")["blobs"])
+
+    # With a tampered object on the remote, the gate fails with one line naming it (exit 1).
+    s3_bucket.client.put_object(Bucket=s3_bucket.bucket, Key=remote_for(s3_bucket).key_for(unet_blob), Body=b"x")
+    monkeypatch.setenv("ASSETKIT_HOME", str(tmp_path / "third-runner"))
+    RemoteConfig(tmp_path / "third-runner").add("team", spec_url)
+    failed = CliRunner().invoke(main, ["check", str(lock_file), "--no-smoke"])
+    assert failed.exit_code == 1
+    assert "does not hash to its address" in failed.stderr and "Traceback" not in failed.output

@@ -184,13 +184,20 @@ def pull_cmd(names: tuple[str, ...], lock_file: Path | None, remote_name: str | 
         fail("name the assets to pull (or pass --lock LOCK)", json_output=json_output)
     registry = _registry(root)
     progress = _Progress(not json_output, "pull")
-    name, remote = _open(registry, remote_name)
     try:
         if lock_file is not None:
-            from ..registry.remote.locks import pull_lock
+            from ..pipeline import read_lock
+            from ..pipeline.sources import fetch_lock
+            from ..registry.remote.transfer import TransferResult
 
-            result = pull_lock(registry, remote, lock_file, remote_name=name, progress=progress)
+            name, remote = _open(registry, remote_name)  # a clear error when no remote is configured
+            result, still_missing = fetch_lock(read_lock(lock_file), registry, progress=progress,
+                                               remote_name=name)
+            result = result or TransferResult(name, remote.url)
+            result.failed.extend({"asset": str(lock_file), "blob": sha, "error": "pinned file still missing"}
+                                 for sha in (still_missing if result.ok else []))
         else:
+            name, remote = _open(registry, remote_name)
             result = pull(registry, remote, names, remote_name=name, progress=progress)
     finally:
         progress.finish()

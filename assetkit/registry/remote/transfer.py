@@ -334,3 +334,43 @@ def gc_remote(remote: S3BlobStore, *, delete: bool = False, grace_seconds: float
 
 def _aware(moment: _dt.datetime) -> _dt.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=_dt.UTC)
+
+
+def pull_pinned(registry: Registry, wanted: Iterable[tuple[str, list[str]]], *, remote: S3BlobStore | None = None,
+                remote_name: str | None = None, progress: Progress | None = None) -> TransferResult | None:
+    """Pull the assets that hold pinned files: ``wanted`` is (name, [sha256 of each pinned file]).
+
+    Each is matched on the remote by its name when that manifest holds every pinned sha256, else
+    by the sha256s alone (a lock may pin a path that was pushed under another name). Returns the
+    result with ``assets[i]["name"]`` the local name of each match, or None when the registry has
+    no remote configured (nothing to fetch from). An asset that cannot be matched or whose blobs
+    are refused makes the result fail.
+    """
+    if remote is None:
+        config = RemoteConfig(registry.root)
+        if not config.remotes():
+            return None
+        remote_name, remote = open_remote(registry, remote_name)
+    result = TransferResult(remote_name or "", remote.url)
+    manifests = dict(remote.iter_manifests())
+    for name, pinned in wanted:
+        chosen = _match_pinned(manifests, name, set(pinned))
+        if chosen is None:
+            result.failed.append({"asset": name, "error": f"no asset on the remote holds the {len(pinned)} pinned "
+                                  f"file(s) (first sha256 {pinned[0] if pinned else '-'})"})
+            continue
+        pulled = pull(registry, remote, [chosen], remote_name=remote_name or "", progress=progress)
+        result.failed.extend(pulled.failed)
+        result.assets.extend({**asset, "pinned_as": name} for asset in pulled.assets)
+        for key, value in pulled.stats.to_dict().items():
+            setattr(result.stats, key, getattr(result.stats, key) + value)
+    return result
+
+
+def _match_pinned(manifests: dict[str, dict[str, Any]], name: str, pinned: set[str]) -> str | None:
+    def holds(manifest: dict[str, Any]) -> bool:
+        return pinned <= {value for _, value in _hash_values(manifest)}
+
+    if name in manifests and holds(manifests[name]):
+        return name
+    return next((asset for asset, manifest in sorted(manifests.items()) if holds(manifest)), None)
