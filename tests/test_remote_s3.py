@@ -285,3 +285,13 @@ def test_remote_config(tmp_path: Path) -> None:
     assert config.get() == ("backup", RemoteSpec.parse("s3://bucket-b", region="eu-west-1"))
     with pytest.raises(RemoteError, match="no remote named"):
         config.get("team")
+
+
+def test_light_core_remote_modules_import_neither_boto3_nor_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import assetkit.cli.remote_cmd, assetkit.registry.remote.transfer, assetkit.cli.registry_cmd; "
+            "print(sorted(m for m in ('boto3', 'botocore', 'torch', 'diffusers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -367,4 +367,4 @@ def du_cmd(root: Path | None, json_output: bool) -> None:
 
 from .remote_cmd import attach as _attach_remote  # noqa: E402 - team remotes: push, pull, remote, --remote
 
-_attach_remote(command)
+_attach_remote(command, root_option)

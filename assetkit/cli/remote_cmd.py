@@ -18,11 +18,14 @@ import click
 
 from ._common import EXIT_PROBLEMS, emit_json, fail, handles_errors, human_bytes, json_option
 
-# registry_cmd imports this module at its end, after these two exist.
-from .registry_cmd import _registry, root_option
-
 remote_option = click.option("--remote", "remote_name", metavar="NAME",
                              help="Remote to use (default: the registry's default remote).")
+
+
+def _registry(root: Path | None) -> Any:
+    from .registry_cmd import _registry as open_registry  # imported late: registry_cmd imports this module
+
+    return open_registry(root)
 
 
 def _open(registry: Any, name: str | None, progress: Any = None) -> tuple[str, Any]:
@@ -67,7 +70,6 @@ def remote_group() -> None:
 @click.option("--region", help="Region of the bucket.")
 @click.option("--profile", help="AWS profile to take credentials from (never stored by assetkit).")
 @click.option("--default", "make_default", is_flag=True, help="Make this the default remote.")
-@root_option
 @json_option
 @handles_errors
 def remote_add_cmd(name: str, url: str, endpoint_url: str | None, region: str | None, profile: str | None,
@@ -85,7 +87,6 @@ def remote_add_cmd(name: str, url: str, endpoint_url: str | None, region: str | 
 
 
 @remote_group.command("ls")
-@root_option
 @json_option
 @handles_errors
 def remote_ls_cmd(root: Path | None, json_output: bool) -> None:
@@ -108,7 +109,6 @@ def remote_ls_cmd(root: Path | None, json_output: bool) -> None:
 
 @remote_group.command("rm")
 @click.argument("name")
-@root_option
 @json_option
 @handles_errors
 def remote_rm_cmd(name: str, root: Path | None, json_output: bool) -> None:
@@ -147,7 +147,6 @@ def _report_transfer(result: Any, verb: str, json_output: bool) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--all", "push_all", is_flag=True, help="Push every asset of the registry.")
 @remote_option
-@root_option
 @json_option
 @handles_errors
 def push_cmd(names: tuple[str, ...], push_all: bool, remote_name: str | None, root: Path | None,
@@ -172,7 +171,6 @@ def push_cmd(names: tuple[str, ...], push_all: bool, remote_name: str | None, ro
 @click.option("--lock", "lock_file", type=click.Path(path_type=Path),
               help="Pull exactly the sha256s a pipeline lock file pins.")
 @remote_option
-@root_option
 @json_option
 @handles_errors
 def pull_cmd(names: tuple[str, ...], lock_file: Path | None, remote_name: str | None, root: Path | None,
@@ -313,8 +311,12 @@ def _add_remote_mode(command: click.Command, on_remote: Callable[[dict[str, Any]
     command.callback = callback
 
 
-def attach(group: click.Group) -> None:
-    """Add ``remote``, ``push`` and ``pull`` to the registry group, and ``--remote`` to ls/find/verify/gc."""
+def attach(group: click.Group, root_option: Callable[[Any], Any]) -> None:
+    """Add ``remote``, ``push`` and ``pull`` to the registry group (with its ``--root`` option), and
+    ``--remote`` to ls/find/verify/gc."""
+    for sub in (remote_add_cmd, remote_ls_cmd, remote_rm_cmd, push_cmd, pull_cmd):
+        if not any(param.name == "root" for param in sub.params):
+            root_option(sub)
     for sub in (remote_group, push_cmd, pull_cmd):
         group.add_command(sub)
     yes = click.Option(["--yes"], is_flag=True, help="With --remote: really delete (no dry run).")
