@@ -140,3 +140,17 @@ def test_two_processes_push_the_same_asset_at_once(team: dict[str, Path], tmp_pa
     assert docs[0]["objects"] + docs[1]["objects"] <= 2 * blobs
     code, report = cli_json("registry", "verify", "--remote", "--root", roots[0])
     assert code == 0 and report["blobs"] == blobs and report["manifests"] == 1
+
+
+def test_a_name_taken_on_the_remote_by_other_content_is_refused(team: dict[str, Path], tmp_path: Path) -> None:
+    laptop, runner = team["laptop"], team["runner"]
+    first = make_fixture("vae_sd", tmp_path, "safetensors", filename="a.safetensors")
+    other = make_fixture("vae_sd", tmp_path, "safetensors", filename="b.safetensors", seed=7)
+    assert cli("registry", "add", first, "--name", "team-vae", "--root", laptop)[0] == 0
+    assert cli("registry", "add", other, "--name", "team-vae", "--root", runner)[0] == 0
+    assert cli("registry", "push", "team-vae", "--root", laptop)[0] == 0
+    code, doc = cli_json("registry", "push", "team-vae", "--root", runner)
+    assert code == 1 and "holds this name for other content" in doc["failed"][0]["error"]
+    code, listed = cli_json("registry", "ls", "--remote", "--root", runner)
+    sha = hashlib.sha256(first.read_bytes()).hexdigest()
+    assert [(a["name"], a["sha256"]) for a in listed["assets"]] == [("team-vae", sha)]  # the first one stays

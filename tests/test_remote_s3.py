@@ -228,8 +228,9 @@ def test_tampered_object_is_refused_and_never_written(s3_bucket: S3Bucket, tmp_p
 def test_manifests_round_trip(s3_bucket: S3Bucket) -> None:
     store = store_for(s3_bucket)
     manifest = {"name": "my-vae", "kind": "vae", "blobs": ["ab" * 32]}
-    key = store.put_manifest("asset-1", manifest)
-    assert key == "team/manifests/asset-1.json"
+    assert store.put_manifest("asset-1", manifest, create_only=True)
+    assert store.manifest_key("asset-1") == "team/manifests/asset-1.json"
+    assert not store.put_manifest("asset-1", {"name": "other"}, create_only=True)  # never clobbered
     assert store.get_manifest("asset-1") == manifest
     assert store.get_manifest("nope") is None
     assert dict(store.iter_manifests()) == {"asset-1": manifest}

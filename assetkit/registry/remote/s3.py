@@ -346,18 +346,25 @@ class S3BlobStore:
 
     # -- manifests --------------------------------------------------------------------------
 
-    def put_manifest(self, asset_id: str, manifest: dict[str, Any]) -> str:
-        """Write (or replace) an asset's manifest; returns its key. Checksummed like every upload."""
+    def put_manifest(self, asset_id: str, manifest: dict[str, Any], create_only: bool = False) -> bool:
+        """Write an asset's manifest (checksummed like every upload); True when written.
+
+        ``create_only`` makes it a conditional create (``If-None-Match: *``): False when another
+        writer created this manifest first (the caller reads and compares it).
+        """
         key = self.manifest_key(asset_id)
         body = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
         checksum = _b64(hashlib.sha256(body).digest())
+        extra = {"IfNoneMatch": "*"} if create_only else {}
         try:
-            answer = self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
-                                             ContentType="application/json")
+            answer = self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
+                                             ChecksumSHA256=checksum, ContentType="application/json", **extra)
         except Exception as exc:
+            if create_only and _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
             raise self._error("upload a manifest", exc, key) from None
         _check_answer(answer.get("ChecksumSHA256"), checksum, self._where(key))
-        return key
+        return True
 
     def get_manifest(self, asset_id: str) -> dict[str, Any] | None:
         key = self.manifest_key(asset_id)
@@ -405,8 +412,8 @@ class S3BlobStore:
                                        where=str(path))
         checksum = _b64(digest.digest())
         try:
-            answer = self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
-                                             IfNoneMatch="*")
+            answer = self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
+                                             ChecksumSHA256=checksum, IfNoneMatch="*")
         except Exception as exc:
             if _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                 return False

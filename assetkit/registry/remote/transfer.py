@@ -133,8 +133,14 @@ def push(registry: Registry, remote: S3BlobStore, names: Iterable[str] | None = 
                 with registry.store.open(sha) as handle:
                     remote.put_stream(iter(lambda h=handle: h.read(8 * 1024 * 1024), b""), sha)
             done.add(sha)
-        if existing != _comparable(manifest):
-            remote.put_manifest(manifest["name"], manifest)
+        if existing is None and not remote.put_manifest(manifest["name"], manifest, create_only=True):
+            existing = remote.get_manifest(manifest["name"]) or {}  # another machine created it meanwhile
+            if existing.get("sha256") != manifest.get("sha256"):
+                result.failed.append({"asset": manifest["name"], "error": "another machine pushed this name for "
+                                      f"other content meanwhile (sha256 {existing.get('sha256')})"})
+                continue
+        elif existing is not None and existing != _comparable(manifest):
+            remote.put_manifest(manifest["name"], manifest)  # same content; tags or description changed
         result.assets.append({"name": manifest["name"], "kind": manifest.get("kind"), "blobs": len(manifest["blobs"]),
                               "bytes_sent": result.stats.bytes - sent_before})
     return result
