@@ -68,7 +68,8 @@ def _clip_vocab_and_merges() -> tuple[bytes, bytes]:
     return vocab_json, merges_txt
 
 
-def _json_bytes(value: Any) -> bytes:
+def json_bytes(value: Any) -> bytes:
+    """A JSON document as the catalogue writes config files: indented, sorted keys, final newline."""
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -87,7 +88,7 @@ def clip_tokenizer_files(encoder: str = "clip-l") -> dict[str, bytes]:
               "do_lower_case": True, "errors": "replace", "model_max_length": 77,
               "tokenizer_class": "CLIPTokenizer"}
     return {"vocab.json": vocab_json, "merges.txt": merges_txt,
-            "tokenizer_config.json": _json_bytes(config), "special_tokens_map.json": _json_bytes(special)}
+            "tokenizer_config.json": json_bytes(config), "special_tokens_map.json": json_bytes(special)}
 
 
 def family_tokenizer_files(family: str, component: str = "tokenizer") -> dict[str, bytes]:

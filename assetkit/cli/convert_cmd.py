@@ -119,11 +119,22 @@ def _print_batch(batch: Any) -> None:
 @click.option("--salvage", is_flag=True, help="Unsafe pickle: keep its tensors only, drop every other object (nothing is run).")
 @click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--to", "to", type=click.Choice(["diffusers", "single-file"]),
+              help="Change the layout: single file -> diffusers folder, or a folder (or file) -> one single file.")
+@click.option("--family", help="--to: the family when the file cannot tell (e.g. sdxl for a VAE).")
+@click.option("--config", "config_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="--to diffusers: use this folder's configs instead of the catalogue's.")
+@click.option("--drop-extras", is_flag=True, help="--to diffusers: write no sidecar for tensors diffusers has no place for.")
+@click.option("--component", help="--to: convert or extract only this component (unet, vae, text_encoder...).")
+@click.option("--replace", "replace", multiple=True, metavar="COMPONENT=PATH",
+              help="--to single-file: swap in another component (e.g. vae=vae.safetensors), shapes checked first.")
 @json_option
 @handles_errors
 def command(source: Path, output: Path | None, dtype: str | None, variant: str | None, state_dict_key: str | None,
             only: str | None, strip_prefix: str | None, keep_metadata: bool, metadata_items: tuple[str, ...],
-            salvage: bool, no_verify: bool, overwrite: bool, json_output: bool) -> None:
+            salvage: bool, no_verify: bool, overwrite: bool, to: str | None, family: str | None,
+            config_dir: Path | None, drop_extras: bool, component: str | None, replace: tuple[str, ...],
+            json_output: bool) -> None:
     """Convert SOURCE to safetensors, streaming, exact, without running any pickle.
 
     \b
@@ -132,6 +143,7 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
     assetkit convert in.safetensors out.safetensors --dtype fp16
     assetkit convert SRC_DIR DST_DIR                       every .ckpt/.pt/.pth/.bin below SRC_DIR
     assetkit convert PIPELINE_DIR --variant fp16           diffusers *.fp16.safetensors beside the weights
+    assetkit convert sd15.safetensors out/ --to diffusers  single file -> diffusers folder (and back: --to single-file)
 
     Unsafe pickles are refused (exit 1) with the scan findings. The output is re-read and every
     tensor compared with the source unless --no-verify. Exit codes: 0 ok, 1 unsafe input or
@@ -140,6 +152,11 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
     from ..convert.batch import convert_tree, convert_variant_folder
     from ..convert.to_safetensors import convert_file
 
+    if to is not None:
+        _convert_layout(source, output, to, dtype=dtype, variant=variant, family=family, config_dir=config_dir,
+                        drop_extras=drop_extras, component=component, replace=replace, overwrite=overwrite,
+                        json_output=json_output)
+        return
     extra = _parse_metadata(metadata_items)
     verify = not no_verify
     with _sigterm_as_interrupt():
@@ -188,6 +205,40 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
         emit_json({"ok": True, **report.to_dict()})
     else:
         _print_report(report)
+
+
+def _convert_layout(source: Path, output: Path | None, to: str, *, json_output: bool, dtype: str | None,
+                    **options: Any) -> None:
+    from ..convert.layout_convert import convert_layout
+    from ..convert.to_safetensors import resolve_dtype
+
+    if output is None:
+        raise AssetkitError(f"--to {to} needs an OUTPUT path")
+    try:
+        with _sigterm_as_interrupt():
+            summary = convert_layout(source, output, to=to, dtype=resolve_dtype(dtype), **options)
+    except UnsafeInputError as exc:
+        _refuse_unsafe(exc, json_output)
+        return
+    if json_output:
+        emit_json({"ok": True, **summary})
+        return
+    click.echo(f"{source} -> {output} ({summary.get('family')}, {to}) in {summary['seconds']:.2f} s")
+    for name, count in summary.get("components", {}).items():
+        click.echo(f"  {name}: {count} tensors" if count else f"  {name}: configuration files")
+    if summary.get("tensors") is not None:
+        click.echo(f"  {summary['tensors']} tensors")
+    extras = summary.get("extras") or []
+    if extras:
+        verb = "dropped (--drop-extras)" if summary.get("extras_dropped") else "kept in the sidecar"
+        click.echo(f"  {len(extras)} tensor(s) with no place in diffusers {verb}: " + ", ".join(extras[:6])
+                   + (" ..." if len(extras) > 6 else ""))
+    for name, count in (summary.get("replaced") or {}).items():
+        click.echo(f"  replaced {name}: {count} tensors")
+    if summary.get("lacking"):
+        click.echo("  lacking (not in the folder, not invented): " + ", ".join(summary["lacking"]))
+    for note in summary.get("notes") or []:
+        click.echo(f"  note: {note}")
 
 
 def _refuse_unsafe(exc: UnsafeInputError, json_output: bool) -> None:

@@ -57,17 +57,19 @@ def command() -> None:
 @click.option("--description", default="", help="Free text.")
 @click.option("--kind", help="Override the probe's kind (its answer is kept as evidence).")
 @click.option("--family", help="Override the probe's family (its answer is kept as evidence).")
+@click.option("--config", "config", type=click.Path(path_type=Path),
+              help="A diffusers folder whose configs split a single file (default: the catalogue's).")
 @root_option
 @json_option
 @handles_errors
 def add_cmd(path: Path, name: str | None, tags: tuple[str, ...], description: str, kind: str | None,
-            family: str | None, root: Path | None, json_output: bool) -> None:
+            family: str | None, config: Path | None, root: Path | None, json_output: bool) -> None:
     """Add a file (safetensors, or a pickle: scanned, stored as safetensors) or a diffusers folder."""
     reg = _registry(root)
     total = 2 * _size_of(path) if path.exists() and sys.stderr.isatty() and not json_output else 0
     with _Progress(not json_output, "adding", total) as progress:
         result = reg.add(path, name=name, tags=tags, description=description, kind=kind, family=family,
-                         progress=progress)
+                         config=config, progress=progress)
     if json_output:
         emit_json({"ok": True, **result.to_dict()})
         return
@@ -98,10 +100,13 @@ def ls_cmd(pattern: str | None, kind: str | None, family: str | None, tag: str |
     if json_output:
         emit_json({"ok": True, "assets": items})
         return
+    lines = []  # one write: click.echo per line costs more than the query for 10,000 assets
     for item in items:
         tags = f"  [{', '.join(item['tags'])}]" if item["tags"] else ""
-        click.echo(f"{item['name']:<40} {item['kind']:<18} {item['family'] or '-':<13} "
-                   f"{human_bytes(item['size']):>11}  {item['sha256'][:10]}{tags}")
+        lines.append(f"{item['name']:<40} {item['kind']:<18} {item['family'] or '-':<13} "
+                     f"{human_bytes(item['size']):>11}  {item['sha256'][:10]}{tags}")
+    if lines:
+        click.echo("\n".join(lines))
 
 
 @command.command("show")
@@ -223,13 +228,9 @@ def find_cmd(hash_value: str, root: Path | None, json_output: bool) -> None:
 @handles_errors
 def path_cmd(name: str, layout: str | None, root: Path | None, json_output: bool) -> None:
     """Print a path diffusers or a UI can load (built once, from links to the blobs)."""
-    reg = _registry(root)
-    if layout is None:
-        record = reg.resolve(name)
-        layout = "diffusers" if record.source_format == "diffusers" or record.components else "file"
-    path = reg.path(name, layout=layout)
+    path = _registry(root).path(name, layout=layout)
     if json_output:
-        emit_json({"ok": True, "path": str(path), "layout": layout})
+        emit_json({"ok": True, "path": str(path), "layout": "file" if path.is_file() else "diffusers"})
         return
     click.echo(str(path))
 
@@ -237,8 +238,9 @@ def path_cmd(name: str, layout: str | None, root: Path | None, json_output: bool
 @command.command("export")
 @click.argument("name")
 @click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--as", "form", type=click.Choice(["auto", "file", "diffusers"]), default="auto",
-              help="file: the original file, byte for byte; diffusers: a folder.")
+@click.option("--as", "form", type=click.Choice(["auto", "file", "diffusers", "single-file"]), default="auto",
+              help="file: the original file, byte for byte; diffusers: a folder; single-file: a pipeline or "
+                   "component as one original-layout file, through the converter.")
 @click.option("--link", type=click.Choice(["reflink", "hardlink", "symlink", "copy"]),
               help="How whole blobs are placed (default: the first of these the file system allows).")
 @click.option("--overwrite", is_flag=True)

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ..errors import AssetkitError
 from ..formats import Asset
 from .keymap import Mapped, Rule, SourcePart, TargetTensor, map_names
 from .layouts import clip_text_rules, controlnet_rules, open_clip_text_rules, unet_rules, vae_rules
+from .layouts.clip import diffusers_prefix
 
 __all__ = ["SIDECAR", "ComponentPlan", "DiffusersPlan", "SingleFilePlan", "SourcePart", "TargetTensor",
            "component_rules", "plan_diffusers_to_single_file", "plan_single_file_to_diffusers",
@@ -62,6 +63,7 @@ class DiffusersPlan:
     config_id: str | None = None
     layout: str = "pipeline"  #: key of ``single_file`` in registry/layouts.json the source used
     notes: tuple[str, ...] = ()
+    prefixes: dict[str, str] = field(default_factory=dict)  #: component -> its name prefix in the source
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ def _layouts() -> dict[str, Any]:
     return catalogue.load("layouts.json")
 
 
-def _rules_for(kind: str, config: dict, source_names: Iterable[str] = ()) -> list[Rule]:
+def _rules_for(kind: str, config: dict, source_names: Iterable[str] = (), target_prefix: str | None = None
+               ) -> list[Rule]:
     if kind == "unet":
         return unet_rules(config)
     if kind == "vae":
@@ -85,11 +88,11 @@ def _rules_for(kind: str, config: dict, source_names: Iterable[str] = ()) -> lis
     if kind == "controlnet":
         return controlnet_rules(config)
     if kind == "open_clip":
-        return open_clip_text_rules(config)
+        return open_clip_text_rules(config, target_prefix=target_prefix)
     if kind == "clip":
         names = list(source_names)
         with_text_model = not names or any(n.startswith("transformer.text_model.") for n in names)
-        return clip_text_rules(config, text_model_prefix=with_text_model)
+        return clip_text_rules(config, text_model_prefix=with_text_model, target_prefix=target_prefix)
     raise LayoutError(f"no key-map rules for {kind!r}")
 
 
@@ -132,14 +135,49 @@ def _choose_config(kind: str, family: str | None, variant: str | None, predictio
     exact = [r for r in rows if r["prediction_type"] == prediction]
     chosen = exact or [r for r in rows if prediction is None] or rows
     if not chosen:
-        considered = sorted({f"{r['family']}{'-' + r['variant'] if r['variant'] else ''}"
-                             for r in table["configs"] if r["kind"] in (kind, "vae")})
+        considered = [r["id"] for r in table["configs"] if r["kind"] == kind]
         raise LayoutError(f"no catalogue configs for {family or 'unknown family'} {kind}"
                           f"{f' ({variant})' if variant else ''}; families considered: {', '.join(considered)}")
     return chosen[0]["id"]
 
 
 # ---- single file -> diffusers ----------------------------------------------------------------
+def _decisive_shapes(kind: str, config: Mapping[str, Any], prefix: str) -> dict[str, tuple[int, ...]]:
+    """A few diffusers tensor shapes that the config fixes (widths, channels, context): enough to
+    tell that a file and a config do not belong together before anything is written."""
+    want: dict[str, tuple[int, ...]] = {}
+    if kind in ("unet", "controlnet"):
+        channels = config["block_out_channels"]
+        want["conv_in.weight"] = (channels[0], config.get("in_channels", 4), 3, 3)
+        cross = config.get("cross_attention_dim")
+        if isinstance(cross, int):
+            want["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"] = (channels[-1], cross)
+        if config.get("projection_class_embeddings_input_dim"):
+            want["add_embedding.linear_1.weight"] = (channels[0] * 4, config["projection_class_embeddings_input_dim"])
+    elif kind == "vae":
+        channels = config["block_out_channels"]
+        latent = config.get("latent_channels", 4)
+        want["encoder.conv_in.weight"] = (channels[0], config.get("in_channels", 3), 3, 3)
+        want["decoder.conv_in.weight"] = (channels[-1], latent, 3, 3)
+    elif kind in ("clip", "open_clip"):
+        hidden = config["hidden_size"]
+        want[f"{prefix}embeddings.token_embedding.weight"] = (config.get("vocab_size", 49408), hidden)
+        if config.get("num_hidden_layers", 0) > 0:
+            want[f"{prefix}encoder.layers.0.mlp.fc1.weight"] = (config["intermediate_size"], hidden)
+    return want
+
+
+def _check_shapes(component: str, kind: str, config: Mapping[str, Any], targets: Iterable[TargetTensor],
+                  where: str) -> None:
+    by_name = {t.name: t.shape for t in targets}
+    prefix = diffusers_prefix(dict(config)) if kind in ("clip", "open_clip") else ""
+    bad = [f"{component}/{n} is {list(by_name[n])}, the config wants {list(shape)}"
+           for n, shape in _decisive_shapes(kind, config, prefix).items() if n in by_name and tuple(by_name[n]) != shape]
+    if bad:
+        raise LayoutError("the file does not fit the configs (pass --config DIR with its own): " + "; ".join(bad[:3]),
+                          where=where)
+
+
 def _unknown_layout(asset: Asset, considered: str) -> LayoutError:
     prefixes: dict[str, int] = {}
     for name in asset.tensors:
@@ -177,19 +215,20 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
     fam = family or result.family
     source = {name: (info.dtype, info.shape) for name, info in asset.tensors.items()}
     table = _layouts()
-    if kind == "pipeline" and fam in table["single_file"] and result.layout in (None, "original"):
+    configs: dict[str, Any] | None = None
+    config_id: str | None = None
+    if config_dir is not None:
+        configs = _read_config_dir(Path(config_dir))
+    given = _layout_from_configs(configs, {k.split("/")[0] for k in configs if "/" in k}) if configs else ""
+    if kind == "pipeline" and given in table["single_file"] and result.layout in (None, "original"):
+        layout = given  # the caller's configs say which family this is
+    elif kind == "pipeline" and fam in table["single_file"] and result.layout in (None, "original"):
         layout = fam
     elif kind in ("vae", "unet", "controlnet") and result.layout in (None, "original"):
         layout = kind
     else:
         raise _unknown_layout(asset, _considered() + f" (probe: {result.summary})")
-    if config_dir is not None:
-        configs = _read_config_dir(Path(config_dir))
-        config_id = None
-    else:
-        if layout == "controlnet":
-            raise LayoutError("ControlNet files need --config DIR (a ControlNetModel config): the catalogue "
-                              "has no ControlNet configs yet", where=str(asset.path))
+    if configs is None:
         config_id = _choose_config(kind, fam, result.variant, result.prediction_type)
         configs = catalogue_configs(config_id)
     components_spec: dict[str, list[str]] = dict(table["single_file"][layout])
@@ -199,13 +238,14 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         components_spec = {"unet": ["model.diffusion_model.", "unet"]}
     if layout == "vae" and any(n.startswith("first_stage_model.") for n in source):
         components_spec = {"vae": ["first_stage_model.", "vae"]}
-    model_index = configs.get("model_index.json", {})
+    standalone = layout in ("vae", "unet", "controlnet")
+    model_index = {} if standalone else configs.get("model_index.json", {})
     components: dict[str, ComponentPlan] = {}
     claimed: set[str] = set()
     missing: list[str] = []
     for comp, (prefix, rules_kind) in components_spec.items():
         cfg_name = f"{comp}/config.json"
-        if cfg_name not in configs and layout in ("vae", "unet", "controlnet") and "config.json" in configs:
+        if cfg_name not in configs and standalone and "config.json" in configs:
             cfg_name = "config.json"
         config = configs.get(cfg_name)
         if config is None:
@@ -214,6 +254,8 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         rules = _rules_for(rules_kind, config, sub)
         mapped: Mapped = map_names([r.prefixed(prefix, "") for r in rules], source, "to_diffusers")
         missing.extend(mapped.missing)
+        if not mapped.missing:
+            _check_shapes(comp, rules_kind, config, mapped.targets, str(asset.path))
         claimed.update(p.source for t in mapped.targets for p in t.parts)
         components[comp] = ComponentPlan(comp, config, {}, mapped.targets,
                                          library=_component_library(model_index, comp)
@@ -223,12 +265,12 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         raise LayoutError(f"{len(missing)} tensors the {config_id or 'given'} layout needs are missing: {shown}",
                           where=str(asset.path))
     # Components with no weights in the single file: tokenizers and the scheduler.
-    for rel, value in configs.items():
+    for rel, value in ({} if standalone else configs).items():
         top = rel.split("/", 1)
         if len(top) == 2 and top[0] not in components and (top[0] in model_index or not model_index):
             plan = components.get(top[0])
             files = dict(plan.files) if plan else {}
-            files[top[1]] = catalogue._json_bytes(value)
+            files[top[1]] = catalogue.json_bytes(value)
             components[top[0]] = ComponentPlan(top[0], None, files, ())
     for comp in model_index:
         if comp.startswith("tokenizer") and model_index[comp] and model_index[comp][0] and comp not in components:
@@ -241,44 +283,120 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         notes.append(f"prediction type not stated by the file; assumed by the catalogue ({config_id})")
     return DiffusersPlan(family=fam or layout, pipeline_class=model_index.get("_class_name"), model_index=model_index,
                          components=components, extras=extras, plain_metadata=plain, config_id=config_id,
-                         layout=layout, notes=tuple(notes))
+                         layout=layout, notes=tuple(notes),
+                         prefixes={c: p for c, (p, _) in components_spec.items()})
 
 
 # ---- writing ---------------------------------------------------------------------------------
-def _target_bytes(target: TargetTensor, read: Callable[[str], memoryview | bytes], dtype: str) -> Any:
+#: Where a part's source tensor lives: ``name -> (asset, tensor name in that asset)``.
+Locate = Callable[[str], tuple[Asset, str]]
+
+
+def _part_chunks(part: SourcePart, locate: Locate, reader: Any) -> Iterator[memoryview]:
+    """The bytes of one source part, in chunks of a reused buffer (pread; bounded memory)."""
+    import dataclasses
+
+    from .to_safetensors import _source_start
+
+    asset, key = locate(part.source)
+    info = asset.tensors[key]
+    if part.stop <= part.start:
+        return
+    if reader.is_direct(info):
+        sub = dataclasses.replace(info, dtype="U8", shape=(part.stop - part.start,), storage_offset=0, stride=None,
+                                  data_offset=_source_start(info) + part.start, storage_nbytes=None)
+        yield from reader.copy_chunks(sub)
+    else:  # strided or big-endian: this one tensor is materialised
+        yield memoryview(asset.tensor_bytes(key)).cast("B")[part.start:part.stop]
+
+
+def _target_chunks(target: TargetTensor, locate: Locate, reader: Any, dtype: str) -> Iterator[memoryview]:
+    """The target tensor's bytes in ``dtype``, chunk by chunk."""
+    from .dtype_cast import cast_bytes
+
     if target.transform == "transpose":
         import numpy as np
 
         from ..formats.dtypes import DTYPES
 
-        part = target.parts[0]
+        raw = b"".join(bytes(c) for c in _part_chunks(target.parts[0], locate, reader))
         item = DTYPES[target.dtype].itemsize
-        raw = memoryview(read(part.source))[part.start:part.stop]
         arr = np.frombuffer(raw, dtype=np.dtype(f"V{item}")).reshape(target.shape[1], target.shape[0])
-        data: Any = memoryview(np.ascontiguousarray(arr.T)).cast("B")
-    elif len(target.parts) == 1:
-        part = target.parts[0]
-        data = memoryview(read(part.source))[part.start:part.stop]
+        chunks: Iterable[memoryview] = [memoryview(np.ascontiguousarray(arr.T).tobytes())]
     else:
-        data = b"".join(bytes(memoryview(read(p.source))[p.start:p.stop]) for p in target.parts)
-    if dtype != target.dtype:
-        from .dtype_cast import cast_bytes
-
-        data = cast_bytes(data, target.dtype, dtype)
-    return data
+        chunks = (c for p in target.parts for c in _part_chunks(p, locate, reader))
+    for chunk in chunks:
+        yield chunk if dtype == target.dtype else cast_bytes(chunk, target.dtype, dtype)
 
 
-def _write_tensors(dest: Path, targets: Iterable[TargetTensor], read: Callable[[str], Any],
-                   dtype: str | None, metadata: Mapping[str, str] | None = None) -> None:
+def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, dtype: str | None,
+                   metadata: Mapping[str, str] | None = None, *, hash_key: str | None = None) -> str | None:
+    """Stream ``targets`` into a safetensors file at ``dest`` (atomic). With ``hash_key``, the
+    metadata entry of that name becomes ``0x`` + the sha256 of the tensor data, computed while
+    writing and patched into the header before the file is committed. Returns that digest."""
+    import hashlib
+
     from ..formats.safetensors import SafetensorsWriter, TensorSpec
     from .dtype_cast import output_dtype
+    from .to_safetensors import _Source
 
     targets = list(targets)
     out_dtypes = [output_dtype(t.dtype, dtype) for t in targets]
     specs = [TensorSpec(t.name, d, t.shape) for t, d in zip(targets, out_dtypes, strict=True)]
-    with SafetensorsWriter(dest, specs, metadata) as writer:
-        for target, out in zip(targets, out_dtypes, strict=True):
-            writer.write_tensor(target.name, _target_bytes(target, read, out))
+    meta = dict(metadata or {})
+    digest = hashlib.sha256() if hash_key else None
+    if hash_key:
+        meta[hash_key] = "0x" + "0" * 64  # placeholder of the final length
+    reader = _Source()
+    hasher = _Hasher(digest) if digest is not None else None
+    try:
+        with SafetensorsWriter(dest, specs, meta or None) as writer:
+            for target, out in zip(targets, out_dtypes, strict=True):
+                for chunk in _target_chunks(target, locate, reader, out):
+                    if hasher is not None:
+                        hasher.feed(chunk)
+                    writer.write(chunk)
+            if hasher is not None and hash_key:
+                meta[hash_key] = "0x" + hasher.hexdigest()
+                writer.replace_metadata(meta)
+    finally:
+        if hasher is not None:
+            hasher.close()
+        reader.close()
+    return digest.hexdigest() if digest is not None else None
+
+
+class _Hasher:
+    """sha256 in a second thread (hashlib releases the GIL), so hashing overlaps reading and
+    writing; chunks are copied (the reader reuses its buffer) and at most a few are queued."""
+
+    def __init__(self, digest: Any, depth: int = 4) -> None:
+        import queue
+        import threading
+
+        self.digest = digest
+        self.queue: Any = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            self.digest.update(item)
+
+    def feed(self, chunk: memoryview) -> None:
+        self.queue.put(bytes(chunk))
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
 
 
 def _weight_name(library: str, variant: str | None) -> str:
@@ -307,8 +425,12 @@ def _place(staging: Path, out_dir: Path) -> None:
         os.replace(staging, out_dir)
 
 
-def _json_file(value: Any) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
+def _write_small(path: Path, data: bytes) -> None:
+    """A config or tokenizer file, fsynced like the weights (atomic write)."""
+    from ..formats.atomic import atomic_write
+
+    with atomic_write(path) as fh:
+        fh.write(data)
 
 
 def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, dtype: str | None = None,
@@ -325,38 +447,43 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
     unknown = [c for c in chosen if c not in plan.components]
     if unknown:
         raise LayoutError(f"no component {', '.join(unknown)} in this file (has: {', '.join(plan.components)})")
-    single_component = components is not None and len(chosen) == 1
+    single_component = len(chosen) == 1 and (components is not None or not plan.model_index)
     staging = _staging(out_dir, overwrite)
     try:
-        summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras), "extras_dropped": bool(drop_extras),
-                                   "family": plan.family, "config": plan.config_id, "notes": list(plan.notes)}
+        summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras) if components is None else [],
+                                   "extras_dropped": bool(drop_extras), "family": plan.family,
+                                   "config": plan.config_id, "notes": list(plan.notes)}
+        if components is not None:
+            summary["not_extracted"] = [c for c in plan.components if c not in chosen]
         for name in chosen:
             comp = plan.components[name]
             folder = staging if single_component else staging / name
             folder.mkdir(parents=True, exist_ok=True)
             for fname, data in comp.files.items():
                 (folder / fname).parent.mkdir(parents=True, exist_ok=True)
-                (folder / fname).write_bytes(data)
+                _write_small(folder / fname, data)
             if comp.config is not None:
                 cfg = dict(comp.config)
                 if comp.library == "transformers" and dtype:
                     cfg["torch_dtype"] = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(dtype, cfg.get("torch_dtype"))
-                (folder / "config.json").write_bytes(_json_file(cfg))
+                _write_small(folder / "config.json", catalogue.json_bytes(cfg))
             if comp.tensors:
-                _write_tensors(folder / _weight_name(comp.library, variant), comp.tensors, asset.tensor_bytes, dtype)
+                _write_tensors(folder / _weight_name(comp.library, variant), comp.tensors, lambda n: (asset, n), dtype)
             summary["components"][name] = len(comp.tensors)
-        if not single_component:
-            if plan.model_index:
-                index = dict(plan.model_index)
-                if components is not None:
-                    index = {k: v for k, v in index.items() if k.startswith("_") or not isinstance(v, list) or k in chosen}
-                (staging / "model_index.json").write_bytes(_json_file(index))
-            if plan.extras and not drop_extras and components is None:
-                meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
-                        "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
-                extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
-                                       (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
-                _write_tensors(staging / SIDECAR, extras, asset.tensor_bytes, None, meta)
+        if not single_component and plan.model_index:
+            index = dict(plan.model_index)
+            if components is not None:
+                index = {k: v for k, v in index.items() if k.startswith("_") or not isinstance(v, list) or k in chosen}
+            _write_small(staging / "model_index.json", catalogue.json_bytes(index))
+        if (plan.extras or plan.plain_metadata) and not drop_extras and components is None:
+            # The whole source was converted: keep what diffusers has no place for (a standalone
+            # component's sidecar lies in its folder).
+            meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
+                    **{f"assetkit.prefix.{c}": p for c, p in plan.prefixes.items()},
+                    "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
+            extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
+                                   (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
+            _write_tensors(staging / SIDECAR, extras, lambda n: (asset, n), None, meta)
         _place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -376,21 +503,25 @@ def _clip_namings(plan: DiffusersPlan) -> dict[str, str]:
 
 
 # ---- diffusers -> single file ----------------------------------------------------------------
-def _folder_layout(asset: Asset, sidecar_meta: Mapping[str, str]) -> str:
-    if "assetkit.layout" in sidecar_meta:
-        return sidecar_meta["assetkit.layout"]
-    comps = set(asset.components)
-    if asset.format == "diffusers-component":
-        cls = (asset.configs.get("config.json") or {}).get("_class_name")
+def _layout_from_configs(configs: Mapping[str, Any], components: Iterable[str]) -> str:
+    """The original layout a set of diffusers configs maps to ("" when it cannot tell)."""
+    comps = set(components)
+    if "model_index.json" not in configs:
+        cls = (configs.get("config.json") or {}).get("_class_name")
         return {"AutoencoderKL": "vae", "UNet2DConditionModel": "unet", "ControlNetModel": "controlnet"}.get(cls, "")
     if "text_encoder_2" in comps:
         return "sdxl" if "text_encoder" in comps else "sdxl-refiner"
-    te = asset.configs.get("text_encoder/config.json") or {}
-    if te.get("hidden_size") == 768:
-        return "sd1"
-    if te.get("hidden_size") == 1024:
-        return "sd2"
-    return ""
+    te = configs.get("text_encoder/config.json")
+    if te is None:
+        return ""
+    # OpenAI CLIP (SD1) uses quick_gelu; the OpenCLIP encoders (SD2) use gelu.
+    return "sd1" if te.get("hidden_act", "quick_gelu") == "quick_gelu" else "sd2"
+
+
+def _folder_layout(asset: Asset, sidecar_meta: Mapping[str, str]) -> str:
+    if "assetkit.layout" in sidecar_meta:
+        return sidecar_meta["assetkit.layout"]
+    return _layout_from_configs(asset.configs, asset.components)
 
 
 def _read_sidecar(folder: Path) -> tuple[Asset | None, dict[str, str]]:
@@ -420,6 +551,7 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
         if single_component:
             config, tensors, key = asset.configs.get("config.json"), asset.tensors, ""
             prefix = "" if layout in ("vae", "unet", "controlnet") else prefix
+            prefix = meta.get(f"assetkit.prefix.{comp}", prefix)
         else:
             if comp not in asset.components:
                 missing.append(f"{comp}/ (component folder)")
@@ -431,7 +563,8 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
         te_names: list[str] = []
         if rules_kind == "clip" and meta.get(f"assetkit.{comp}.text_model") == "0":
             te_names = ["transformer.embeddings"]
-        rules = _rules_for(rules_kind, config, te_names)
+        rules = _rules_for(rules_kind, config, te_names,
+                           diffusers_prefix(config, names) if rules_kind in ("clip", "open_clip") else None)
         mapped = map_names([r.prefixed(prefix, key) for r in rules], {key + n: v for n, v in names.items()},
                            "to_original")
         missing.extend(mapped.missing)
@@ -474,25 +607,182 @@ def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str
 def write_single_file(plan: SingleFilePlan, asset: Asset, dest: Path, *, dtype: str | None = None,
                       overwrite: bool = False) -> dict[str, Any]:
     """Stream ``plan`` into one safetensors file with ModelSpec metadata (``hash_sha256`` of the
-    tensor data as written). Two passes over the data: hash, then write (reads are page cache)."""
-    import hashlib
-
+    tensor data as written, computed in the same pass)."""
     side, _ = _read_sidecar(Path(asset.path))
 
-    def read(name: str) -> Any:
+    def locate(name: str) -> tuple[Asset, str]:
         if name.startswith(SIDECAR + "/"):
             assert side is not None
-            return side.tensor_bytes(name[len(SIDECAR) + 1:])
-        return asset.tensor_bytes(name)
+            return side, name[len(SIDECAR) + 1:]
+        return asset, name
 
-    from .dtype_cast import output_dtype
-
-    digest = hashlib.sha256()
-    for t in plan.tensors:
-        digest.update(_target_bytes(t, read, output_dtype(t.dtype, dtype)))
-    meta = _modelspec(plan, asset, digest.hexdigest())
-    _write_tensors(Path(dest), plan.tensors, read, dtype, meta)
-    if side is not None:
-        side.close()
+    meta = _modelspec(plan, asset, "0" * 64)
+    try:
+        digest = _write_tensors(Path(dest), plan.tensors, locate, dtype, meta, hash_key="modelspec.hash_sha256")
+    finally:
+        if side is not None:
+            side.close()
+    meta["modelspec.hash_sha256"] = f"0x{digest}"
     return {"tensors": len(plan.tensors), "layout": plan.layout, "family": plan.family, "lacking": list(plan.lacking),
             "metadata": meta}
+
+
+
+# ---- one entry point for the CLI -------------------------------------------------------------
+def _open_layout_source(src: Path, variant: str | None = None) -> Asset:
+    """A diffusers folder (its ``variant`` weights if given), or a checkpoint file opened for
+    conversion (pickles scanned first)."""
+    from ..formats import open_asset
+    from .to_safetensors import open_source
+
+    if Path(src).is_dir():
+        return open_asset(src, variant=variant)
+    return open_source(Path(src))
+
+
+def _is_folder(asset: Asset) -> bool:
+    return asset.format in ("diffusers", "diffusers-component")
+
+
+def _whole_tensor(asset: Asset, name: str, new_name: str | None = None) -> TargetTensor:
+    info = asset.tensors[name]
+    return TargetTensor(new_name or name, info.dtype, info.shape, (SourcePart(name, 0, info.nbytes),))
+
+
+def _component_prefix(layout: str, component: str) -> str:
+    return _layouts()["single_file"].get(layout, {}).get(component, [""])[0]
+
+
+def _replacement_tensors(spec: str, base_plan: DiffusersPlan, base: Asset) -> tuple[str, list[TargetTensor], Asset]:
+    """``COMPONENT=PATH``: the replacement's tensors under the base file's original names."""
+    component, sep, path = spec.partition("=")
+    if not sep or not component or not path:
+        raise AssetkitError(f"--replace {spec!r}: expected COMPONENT=PATH (e.g. vae=my_vae.safetensors)")
+    if component not in base_plan.prefixes:
+        raise LayoutError(f"--replace: a {base_plan.layout} file has no component {component!r} "
+                          f"(has: {', '.join(base_plan.prefixes)})")
+    prefix = base_plan.prefixes[component]
+    family = base_plan.family
+    other = _open_layout_source(Path(path))
+    if other.format == "diffusers":
+        plan = plan_diffusers_to_single_file(other)
+        theirs = _component_prefix(plan.layout, component)
+        targets = [TargetTensor(prefix + t.name[len(theirs):], t.dtype, t.shape, t.parts, t.transform)
+                   for t in plan.tensors if t.parts[0].source.startswith(component + "/")]
+    elif _is_folder(other):
+        plan = plan_diffusers_to_single_file(other)
+        targets = [TargetTensor(prefix + t.name, t.dtype, t.shape, t.parts, t.transform) for t in plan.tensors]
+    else:
+        dplan = plan_single_file_to_diffusers(other, family=family)
+        if component not in dplan.components:
+            raise LayoutError(f"--replace: {path} holds no {component} (has: {', '.join(dplan.components)})")
+        sub_prefix = dplan.prefixes.get(component, "")
+        sources = sorted({p.source for t in dplan.components[component].tensors for p in t.parts})
+        targets = [_whole_tensor(other, n, prefix + n[len(sub_prefix):]) for n in sources]
+    have = {n: (i.dtype, i.shape) for n, i in base.tensors.items() if n.startswith(prefix)}
+    bad = [f"{t.name} {list(t.shape)} (base {list(have[t.name][1])})" for t in targets
+           if t.name in have and tuple(have[t.name][1]) != tuple(t.shape)]
+    new = [t.name for t in targets if t.name not in have]
+    if bad or new:
+        problems = [*(f"shape {b}" for b in bad[:5]), *(f"no such tensor in the base: {n}" for n in new[:5])]
+        raise LayoutError(f"--replace {component}: not compatible with the base file: " + "; ".join(problems))
+    return prefix, targets, other
+
+
+def convert_layout(source: Path, output: Path, *, to: str, family: str | None = None,
+                   config_dir: Path | None = None, dtype: str | None = None, variant: str | None = None,
+                   drop_extras: bool = False, component: str | None = None, replace: Iterable[str] = (),
+                   overwrite: bool = False) -> dict[str, Any]:
+    """``assetkit convert SRC OUT --to diffusers|single-file``: the layout conversions.
+
+    * single file -> diffusers folder (``--component`` writes one component folder);
+    * diffusers folder (pipeline or component) -> single file (``--component`` keeps one
+      component, under its standalone original names);
+    * single file -> single file with ``--replace COMPONENT=PATH`` (components swapped in, checked
+      for shape compatibility) or ``--component`` (one component extracted).
+
+    ``dtype`` is a safetensors id (``F16``...). Returns the summary the CLI prints.
+    """
+    import time
+
+    start = time.perf_counter()
+    if to not in ("diffusers", "single-file"):
+        raise AssetkitError(f"--to {to!r}: use diffusers or single-file")
+    if variant == "fp16" and dtype is None:
+        dtype = "F16"
+    replace = list(replace)
+    asset = _open_layout_source(Path(source), variant if to == "single-file" else None)
+    try:
+        if to == "diffusers":
+            if replace:
+                raise AssetkitError("--replace writes a single file: use --to single-file")
+            if _is_folder(asset):
+                raise AssetkitError("already a diffusers folder (use --to single-file, or --variant without --to)",
+                                    where=str(source))
+            plan = plan_single_file_to_diffusers(asset, family=family, config_dir=config_dir)
+            summary = write_diffusers_folder(plan, asset, Path(output), dtype=dtype, variant=variant,
+                                             drop_extras=drop_extras, overwrite=overwrite,
+                                             components=[component] if component else None)
+            summary.update({"to": "diffusers", "source": str(source), "output": str(output)})
+        elif _is_folder(asset):
+            if replace:
+                raise AssetkitError("--replace takes a single file as the base")
+            splan = plan_diffusers_to_single_file(asset)
+            if component:
+                prefix = _component_prefix(splan.layout, component)
+                keep = [t for t in splan.tensors if t.parts[0].source.startswith(component + "/")]
+                if not keep:
+                    raise LayoutError(f"no component {component!r} in this folder", where=str(source))
+                splan = SingleFilePlan(splan.family, component, tuple(
+                    TargetTensor(t.name[len(prefix):], t.dtype, t.shape, t.parts, t.transform) for t in keep), ())
+            summary = write_single_file(splan, asset, Path(output), dtype=dtype, overwrite=overwrite)
+            summary.update({"to": "single-file", "source": str(source), "output": str(output)})
+        else:
+            plan = plan_single_file_to_diffusers(asset, family=family, config_dir=config_dir)
+            targets = [_whole_tensor(asset, n) for n in asset.tensors]
+            others: list[Asset] = []
+            if component:
+                prefix = plan.prefixes.get(component, "")
+                if component not in plan.components or not plan.components[component].tensors:
+                    raise LayoutError(f"no component {component!r} in this file (has: "
+                                      f"{', '.join(c for c, p in plan.components.items() if p.tensors)})")
+                names = sorted({p.source for t in plan.components[component].tensors for p in t.parts})
+                targets = [_whole_tensor(asset, n, n[len(prefix):]) for n in names]
+            replaced: dict[str, int] = {}
+            sources: dict[str, Asset] = {}
+            for spec in replace:
+                prefix, new, other = _replacement_tensors(spec, plan, asset)
+                tag = f"{len(sources)}:"
+                sources[tag] = other
+                others.append(other)
+                new_by_name = {t.name: TargetTensor(t.name, t.dtype, t.shape,
+                                                    tuple(SourcePart(tag + p.source, p.start, p.stop) for p in t.parts),
+                                                    t.transform) for t in new}
+                targets = [new_by_name.get(t.name, t) for t in targets]
+                replaced[spec.partition("=")[0]] = len(new_by_name)
+            splan = SingleFilePlan(plan.family, plan.layout, tuple(targets), ())
+
+            def locate(name: str) -> tuple[Asset, str]:
+                tag, sep, rest = name.partition(":")
+                if sep and f"{tag}:" in sources:
+                    src = sources[f"{tag}:"]
+                    if _is_folder(src) and rest.startswith(SIDECAR + "/"):
+                        side, _ = _read_sidecar(Path(src.path))
+                        assert side is not None
+                        others.append(side)
+                        return side, rest[len(SIDECAR) + 1:]
+                    return src, rest
+                return asset, name
+
+            metadata = {k: v for k, v in asset.metadata.items() if isinstance(v, str)}
+            _write_tensors(Path(output), splan.tensors, locate, dtype,
+                           metadata if asset.format == "safetensors" else None)
+            for other in others:
+                other.close()
+            summary = {"to": "single-file", "source": str(source), "output": str(output), "tensors": len(targets),
+                       "layout": plan.layout, "family": plan.family, "replaced": replaced, "component": component,
+                       "lacking": []}
+    finally:
+        asset.close()
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    return summary

@@ -46,6 +46,8 @@ Progress = Callable[[int], None]
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 TRANSFORMERS_WEIGHTS = "model.safetensors"
 _PICKLE_KINDS = ("zip", "pickle")
+#: kinds the converter can split into diffusers components (original layouts)
+SPLITTABLE = ("pipeline", "vae", "unet", "controlnet")
 
 
 @dataclass
@@ -89,6 +91,9 @@ class _Planned:
     layout: str | None = None
     tags: tuple[str, ...] = ()
     components: dict[str, _Planned] = field(default_factory=dict)
+    explicit_name: bool = False  #: given by the user: taken means an error, not another name
+    reused: bool = False  #: (components) an equal component asset existed and is referenced
+    existing: bool = False  #: the same asset was indexed meanwhile (a concurrent add): that one is returned
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,9 +126,11 @@ def name_from_path(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 def add_path(reg: Registry, path: str | os.PathLike[str], *, name: str | None = None, tags: Iterable[str] = (),
              description: str = "", kind: str | None = None, family: str | None = None,
-             progress: Progress | None = None, follow_root: Path | None = None) -> AddResult:
+             progress: Progress | None = None, follow_root: Path | None = None,
+             config: str | os.PathLike[str] | None = None) -> AddResult:
     """Add a file or folder; returns the existing record (``created=False``) when the same bytes are
-    already registered as an asset of their own."""
+    already registered as an asset of their own. ``config``: a diffusers folder (or config-only
+    folder) whose configs the converter uses to split a single file (default: the catalogue's)."""
     from ..formats import missing_path_error, not_a_checkpoint_error, reads_as_safetensors, sniff_path
 
     started = time.perf_counter()
@@ -140,10 +147,11 @@ def add_path(reg: Registry, path: str | os.PathLike[str], *, name: str | None = 
         raise UnsupportedFormatError("not a regular file", where=str(p))
     else:
         sniffed = sniff_path(p)
+        config_dir = Path(config) if config is not None else None
         if reads_as_safetensors(sniffed, p):
-            result = _add_file(reg, p, **options)
+            result = _add_file(reg, p, config_dir=config_dir, **options)
         elif sniffed in _PICKLE_KINDS:
-            result = _add_pickle(reg, p, **options)
+            result = _add_pickle(reg, p, config_dir=config_dir, **options)
         else:
             raise not_a_checkpoint_error(sniffed, p)
     result.seconds = time.perf_counter() - started
@@ -176,7 +184,8 @@ def _identity(probe_result: Any, kind: str | None, family: str | None) -> tuple[
 # ---------------------------------------------------------------------------------------------
 # single files
 # ---------------------------------------------------------------------------------------------
-def _add_pickle(reg: Registry, p: Path, *, name: str | None, progress: Progress | None, **options: Any) -> AddResult:
+def _add_pickle(reg: Registry, p: Path, *, name: str | None, progress: Progress | None,
+                config_dir: Path | None = None, **options: Any) -> AddResult:
     from ..convert import convert_file
 
     with reg.connection() as conn:
@@ -188,7 +197,7 @@ def _add_pickle(reg: Registry, p: Path, *, name: str | None, progress: Progress 
     converted = reg.tmp / f"{secrets.token_hex(8)}-{name_from_path(p)}.safetensors"
     try:
         report = convert_file(p, converted, keep_metadata=True, progress=progress, warn=lambda line: None)
-        result = _add_file(reg, converted, name=name or name_from_path(p), progress=None, source=p,
+        result = _add_file(reg, converted, name=name or name_from_path(p), progress=None, source=p, config_dir=config_dir,
                            source_format=report.source_format,
                            extra_hashes=[("source_sha256", report.source_sha256, p.name)], **options)
     finally:
@@ -211,7 +220,8 @@ def _tiles(asset: Any, data_start: int, size: int) -> bool:
 
 def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...], description: str,
               kind: str | None, family: str | None, progress: Progress | None, source: Path | None = None,
-              source_format: str = "safetensors", extra_hashes: list[tuple[str, str, str]] | None = None) -> AddResult:
+              source_format: str = "safetensors", extra_hashes: list[tuple[str, str, str]] | None = None,
+              config_dir: Path | None = None) -> AddResult:
     from ..formats import open_asset
     from ..probe import probe
 
@@ -233,12 +243,20 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
                            family=final_family, probe={**result.to_dict(), "dtypes": asset.dtype_counts()}, source_format=source_format, storage="whole",
                            sha256=hashes.sha256, size=size, files=[], hashes=hash_rows, blobs={},
                            description=description, overrides=overrides, variant=result.variant,
-                           prediction_type=result.prediction_type, layout=result.layout, tags=tags)
-        split = _plan_split(asset, final_family) if result.kind == "pipeline" else None
+                           prediction_type=result.prediction_type, layout=result.layout, tags=tags,
+                           explicit_name=name is not None)
+        split = _plan_split(asset, family, config_dir) if result.kind in SPLITTABLE else None
         if result.kind == "pipeline" and split is None:
             notes.append("stored whole as one blob: the converter cannot split this checkpoint into components")
+        if split is not None and (data_start is None or not _tiles(asset, data_start, size)):
+            notes.append("stored whole as one blob: the file has bytes its header does not account for")
+            split = None
         if split is not None:
-            _store_split(reg, asset, p, planned, split, hashes, data_start, relpath, progress)
+            try:
+                _store_split(reg, asset, p, planned, split, hashes, data_start, relpath, progress)
+            except ValueError as exc:  # the plan does not tile the file: keep it whole (gc takes the rest)
+                notes.append(f"stored whole as one blob: the split does not rebuild the file ({exc})")
+                planned.components, planned.blobs, planned.storage = {}, {}, "whole"
         elif result.kind != "pipeline" and data_start is not None and _tiles(asset, data_start, size):
             with reg.lock.shared():
                 cblob = store_canonical(reg.store, asset_tensors(asset), progress)
@@ -256,20 +274,15 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
             planned.blobs = {cblob.sha256: cblob.size, header_blob: header_size}
             planned.fingerprint = _fingerprint(asset)
             planned.hashes.append(("canonical_sha256", cblob.sha256, ""))
-        if planned.storage == "whole" and split is None:
+        if planned.storage == "whole":
             with reg.lock.shared():
                 blob = reg.store.put_file(p, expected_sha256=hashes.sha256)
             planned.files = [FileRecord(relpath, hashes.sha256, size, blob, None)]
             planned.blobs = {blob: size}
             planned.fingerprint = _fingerprint(asset) if result.kind != "pipeline" else None
     record = reg._insert(planned)
-    with reg.connection() as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        with contextlib.suppress(Exception):
-            from .hashes import remember_hashes
-
-            remember_hashes(conn, p, hashes)
-        conn.execute("COMMIT")
+    if planned.existing:
+        return AddResult(record, False, notes=["already registered (added meanwhile by another process)"])
     return AddResult(record, True, notes=notes)
 
 
@@ -288,14 +301,18 @@ def _fingerprint(asset: Any) -> str | None:
 
 
 # ---- splitting a full checkpoint (needs assetkit.convert.plan_single_file_to_diffusers) --------
-def _plan_split(asset: Any, family: str | None) -> Any:
+def _plan_split(asset: Any, family: str | None, config_dir: Path | None = None) -> Any:
+    """The converter's plan, or None when it does not know the file (or its shapes do not fit the
+    configs): the file is then kept whole. With ``config_dir``, a refusal is the user's error."""
     try:
-        from ..convert import plan_single_file_to_diffusers  # type: ignore[attr-defined]
+        from ..convert import plan_single_file_to_diffusers
     except ImportError:
         return None
     try:
-        return plan_single_file_to_diffusers(asset, family=family)
+        return plan_single_file_to_diffusers(asset, family=family, config_dir=config_dir)
     except AssetkitError:
+        if config_dir is not None:
+            raise
         return None
 
 
@@ -335,7 +352,9 @@ def _store_split(reg: Registry, asset: Any, p: Path, planned: _Planned, split: A
                                            _target_chunks(asset, t)) for t in comp.tensors]
                 cblob = store_canonical(reg.store, tensors, progress)
                 blobs[cblob.sha256] = cblob.size
-                weights = TRANSFORMERS_WEIGHTS if role.startswith("text_encoder") else DIFFUSERS_WEIGHTS
+                planned.blobs[cblob.sha256] = cblob.size  # the recipe of the file reads it too
+                weights = DIFFUSERS_WEIGHTS if getattr(comp, "library", "diffusers") == "diffusers" \
+                    else TRANSFORMERS_WEIGHTS
                 files.append(FileRecord(weights, cblob.sha256, cblob.size, cblob.sha256, None))
                 for t in comp.tensors:
                     t_offset = cblob.offsets[t.name][0]
@@ -358,7 +377,9 @@ def _store_split(reg: Registry, asset: Any, p: Path, planned: _Planned, split: A
                                          blobs))
             for fname, data in sorted(comp.files.items()):
                 files.append(_small_file(reg, fname, data, blobs))
-            planned.components[role] = _component_plan(planned, role, files, blobs, cblob, None)
+            fp = _fingerprint_targets(asset, comp.tensors) if comp.tensors else None
+            planned.components[role] = _component_plan(planned, role, files, blobs, cblob, None, fp)
+            planned.components[role].probe["dtypes"] = _count(t.dtype for t in comp.tensors)
         if split.extras:
             extra = store_canonical(reg.store, asset_tensors(asset, list(split.extras)), progress)
             planned.blobs[extra.sha256] = extra.size
@@ -367,14 +388,38 @@ def _store_split(reg: Registry, asset: Any, p: Path, planned: _Planned, split: A
                 placements.append((info.data_offset, Placement(extra.sha256, extra.offsets[tname][0], info.nbytes,
                                                                "extras", tname)))
         header_blob, header_size = _store_header(reg, p, data_start or 0)
-        index = _small_file(reg, "model_index.json", json.dumps(split.model_index, indent=2).encode(), planned.blobs)
+        index = _small_file(reg, "model_index.json", json.dumps(split.model_index, indent=2).encode(), planned.blobs) \
+            if split.model_index else None
     planned.blobs[header_blob] = header_size
     recipe = make_recipe(size=size, sha256=hashes.sha256, header_blob=header_blob, header_len=data_start or 0,
                          placements=placements)
     planned.storage = "components"
     planned.files = [FileRecord(relpath, hashes.sha256, size, None, recipe)]
-    planned.probe["registry"] = {"model_index_blob": index.blob, "pipeline_class": split.pipeline_class,
+    if planned.kind != "pipeline" and len(planned.components) == 1:  # a VAE/UNet file: its one component
+        (only,) = planned.components.values()
+        planned.canonical, planned.fingerprint = only.canonical, only.fingerprint
+    planned.probe["registry"] = {"model_index_blob": index.blob if index else None, "pipeline_class": split.pipeline_class,
                                  "extras": list(split.extras)}
+
+
+def _fingerprint_targets(asset: Any, targets: Iterable[Any]) -> str | None:
+    def get(target: Any) -> Any:
+        if target.transform is None and len(target.parts) == 1:  # a view: only the sampled pages are read
+            part = target.parts[0]
+            return memoryview(asset.tensor_bytes(part.source)).cast("B")[part.start:part.stop]
+        return b"".join(bytes(chunk) for chunk in _target_chunks(asset, target)())
+
+    try:
+        return fingerprint((t.name, t.dtype, tuple(t.shape), lambda t=t: get(t)) for t in targets)
+    except (AssetkitError, ValueError, OSError):
+        return None
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _numel(shape: Iterable[int]) -> int:
@@ -474,7 +519,7 @@ def _add_folder(reg: Registry, root: Path, *, name: str | None, tags: tuple[str,
                            sha256=folder_sha, size=sum(f.stat().st_size for f in files),
                            files=[], hashes=[("sha256", folder_sha, "")], blobs={}, description=description,
                            overrides=overrides, variant=result.variant, prediction_type=result.prediction_type,
-                           layout=result.layout, tags=tags)
+                           layout=result.layout, tags=tags, explicit_name=name is not None)
         if asset.format == "diffusers":
             planned.storage = "components"
             roles = {role: comp for role, comp in asset.components.items()}
@@ -504,7 +549,9 @@ def _add_folder(reg: Registry, root: Path, *, name: str | None, tags: tuple[str,
                 planned.storage = "canonical"
                 planned.hashes.append(("canonical_sha256", cblob.sha256, ""))
     record = reg._insert(planned)
-    reused = [role for role, comp in planned.components.items() if getattr(comp, "reused", False)]
+    if planned.existing:
+        return AddResult(record, False, notes=["already registered (added meanwhile by another process)"])
+    reused = [role for role, comp in planned.components.items() if comp.reused]
     return AddResult(record, True, notes=notes, components_reused=reused)
 
 

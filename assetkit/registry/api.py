@@ -103,11 +103,12 @@ class Registry:
     # ---- writing ---------------------------------------------------------------------------
     def add(self, path: str | os.PathLike[str], *, name: str | None = None, tags: Iterable[str] = (),
             description: str = "", kind: str | None = None, family: str | None = None,
-            progress: Any = None) -> AddResult:
-        """Add a file or folder (see :mod:`assetkit.registry.add`)."""
+            config: str | os.PathLike[str] | None = None, progress: Any = None) -> AddResult:
+        """Add a file or folder (see :mod:`assetkit.registry.add`); ``config``: a diffusers folder whose
+        configs split a single file (default: the catalogue's)."""
         with self.lock.shared():
             return add_path(self, path, name=name, tags=tags, description=description, kind=kind, family=family,
-                            progress=progress)
+                            progress=progress, config=config)
 
     def _insert(self, planned: _Planned) -> AssetRecord:
         with self.lock.shared():
@@ -116,20 +117,28 @@ class Registry:
                     if not self.store.has(sha):
                         raise AssetkitError(f"blob {sha} vanished from the store before it was indexed")
             with _index.transaction(self.conn) as conn:
+                if not planned.auto:
+                    same = conn.execute("SELECT id FROM assets WHERE sha256 = ? AND auto = 0 AND source_format = ? "
+                                        "ORDER BY id LIMIT 1", (planned.sha256, planned.source_format)).fetchone()
+                    if same is not None:  # a concurrent add of the same bytes won the race
+                        planned.existing = True
+                        return self.get(same[0])
                 component_ids: dict[str, int] = {}
                 for role, comp in planned.components.items():
                     row = conn.execute("SELECT id FROM assets WHERE content_key = ? AND auto = 1 LIMIT 1",
                                        (comp.content_key,)).fetchone()
                     if row is not None:
                         component_ids[role] = row[0]
-                        comp.reused = True  # type: ignore[attr-defined]
+                        comp.reused = True
                         alias = _free_name(conn, comp.name)
                         conn.execute("INSERT OR IGNORE INTO aliases (alias, asset_id) VALUES (?, ?)", (alias, row[0]))
                     else:
                         comp.name = _free_name(conn, comp.name)
                         component_ids[role] = self._insert_row(conn, comp)
                 if _name_used(conn, planned.name):
-                    raise AssetkitError(f"the name {planned.name!r} is taken; choose another with --name")
+                    if planned.explicit_name:
+                        raise AssetkitError(f"the name {planned.name!r} is taken; choose another with --name")
+                    planned.name = _free_name(conn, planned.name)
                 asset_id = self._insert_row(conn, planned)
                 for role, cid in component_ids.items():
                     conn.execute("INSERT INTO components (pipeline_id, role, component_id) VALUES (?, ?, ?)",
@@ -203,6 +212,9 @@ class Registry:
             if _name_used(conn, new_name):
                 raise AssetkitError(f"the name {new_name!r} is taken")
             conn.execute("UPDATE assets SET name = ? WHERE id = ?", (new_name, record.id))
+            for role, comp in record.components.items():  # its own parts follow the new name
+                if comp == f"{record.name}.{role}" and not _name_used(conn, f"{new_name}.{role}"):
+                    conn.execute("UPDATE assets SET name = ? WHERE name = ? AND auto = 1", (f"{new_name}.{role}", comp))
         return self.get(record.id)
 
     def describe(self, name_or_hash: str, description: str) -> AssetRecord:
@@ -345,14 +357,18 @@ class Registry:
             if row and row[0]:
                 prints.add(row[0])
         out = []
-        for fp in prints:
+        mine_ids = {record.id, *(r[0] for r in self.conn.execute(
+            "SELECT component_id FROM components WHERE pipeline_id = ?", (record.id,)))}
+        marks = ",".join("?" * len(mine_ids))
+        mine_blobs = {r[0] for r in self.conn.execute(
+            f"SELECT canonical_sha256 FROM assets WHERE id IN ({marks})", tuple(mine_ids)) if r[0]}
+        for fp in sorted(prints):
+            seen: set[str] = set()
             for r in self.conn.execute("SELECT id, name, canonical_sha256, probe FROM assets WHERE fingerprint = ? "
-                                       "AND id != ?", (fp, record.id)):
-                mine = self.conn.execute("SELECT canonical_sha256 FROM assets WHERE fingerprint = ? AND id IN "
-                                         "(?, (SELECT component_id FROM components WHERE pipeline_id = ? LIMIT 1))",
-                                         (fp, record.id, record.id)).fetchone()
-                if mine and mine[0] and mine[0] == r["canonical_sha256"]:
-                    continue  # the very same bytes: reported under "shares"
+                                       "ORDER BY auto, name", (fp,)):
+                if r["id"] in mine_ids or r["canonical_sha256"] in mine_blobs or r["canonical_sha256"] in seen:
+                    continue  # itself, the very same bytes (reported under "shares"), or said already
+                seen.add(r["canonical_sha256"])
                 dtypes = _dtypes_of(json.loads(r["probe"]))
                 out.append({"asset": r["name"], "used_by": self._users(r["id"]), "dtypes": dtypes,
                             "note": f"same weights as {r['name']}, stored in {'/'.join(dtypes) or '?'} there"})
@@ -409,12 +425,16 @@ class Registry:
         return self._insert(_planned_from_manifest(manifest))
 
     # ---- verbs in their own modules ---------------------------------------------------------
-    def path(self, name_or_hash: str, layout: str = "diffusers") -> Path:
+    def path(self, name_or_hash: str, layout: str | None = None) -> Path:
         """A path diffusers or a UI can load: a diffusers folder (``layout="diffusers"``) for a
-        pipeline or component, a ``.safetensors`` file (``layout="file"``) for a single-file asset."""
+        pipeline or component, a ``.safetensors`` file (``layout="file"``) for a single-file asset.
+        ``None``: the folder where the asset has one (a pipeline, a component, a split file), else the file."""
         from .export import view_path
 
-        return view_path(self, self.resolve(name_or_hash), layout)
+        record = self.resolve(name_or_hash)
+        if layout is None:
+            layout = "diffusers" if record.source_format == "diffusers" or record.components else "file"
+        return view_path(self, record, layout)
 
     def export(self, name_or_hash: str, dest: str | os.PathLike[str], *, form: str = "auto",
                link: str | None = None, overwrite: bool = False) -> dict[str, Any]:

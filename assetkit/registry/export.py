@@ -41,9 +41,10 @@ TREE_LAYOUTS: dict[str, dict[str, str]] = {
                 "textual_inversion": "embeddings", "text_encoder": "text_encoders", "unet": "diffusion_models",
                 "transformer": "diffusion_models", "ip_adapter": "ipadapter", "t2i_adapter": "controlnet",
                 "diffusers": "diffusers"},
-    "a1111": {"pipeline": "Stable-diffusion", "lora": "Lora", "vae": "VAE", "controlnet": "ControlNet",
-              "textual_inversion": "../embeddings", "text_encoder": "text_encoder", "ip_adapter": "ControlNet",
-              "t2i_adapter": "ControlNet"},
+    # relative to the webui folder (DIR/models/..., DIR/embeddings)
+    "a1111": {"pipeline": "models/Stable-diffusion", "lora": "models/Lora", "vae": "models/VAE",
+              "controlnet": "models/ControlNet", "textual_inversion": "embeddings", "ip_adapter": "models/ControlNet",
+              "t2i_adapter": "models/ControlNet"},
 }
 
 
@@ -90,6 +91,10 @@ def link_file(src: Path, dst: Path, strategy: str | None = None) -> str:
 def write_file(reg: Registry, f: FileRecord, dst: Path, link: str | None = None, overwrite: bool = False) -> str:
     """One file of an asset at ``dst``: a link to its blob, or rebuilt from its recipe (checked)."""
     if f.blob is not None:
+        if not reg.store.has(f.blob):
+            from .blobs import BlobError
+
+            raise BlobError(f"blob {f.blob} of {f.relpath} is missing from the store (run `assetkit registry verify`)")
         if overwrite and (dst.is_symlink() or dst.is_file()):
             os.unlink(dst)
         return link_file(reg.store.path(f.blob), dst, link)
@@ -123,7 +128,8 @@ def _single_file(record: AssetRecord) -> FileRecord | None:
 def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = "auto", link: str | None = None,
                  overwrite: bool = False) -> dict[str, Any]:
     """Export ``record`` to ``dest``: ``form`` "file" (the original file, byte for byte), "diffusers"
-    (a folder: the original folder's files, or the components of a split checkpoint), "auto"."""
+    (a folder: the original folder's files, or the components of a split checkpoint),
+    "single-file" (a pipeline or component as one original-layout file, through the converter), "auto"."""
     single = _single_file(record)
     if form == "auto":
         form = "file" if single is not None else "diffusers"
@@ -133,8 +139,10 @@ def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = 
         target = dest / single.relpath if dest.is_dir() else dest
         how = write_file(reg, single, target, link, overwrite)
         return {"asset": record.name, "form": "file", "path": str(target), "sha256": single.sha256, "how": how}
+    if form == "single-file":
+        return _export_single_file(reg, record, dest, overwrite)
     if form != "diffusers":
-        raise AssetkitError(f"unknown export form {form!r} (file, diffusers)")
+        raise AssetkitError(f"unknown export form {form!r} (file, diffusers, single-file)")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise OutputExistsError("exists and is not an empty folder", where=str(dest))
     entries = _folder_entries(reg, record, exact=True)
@@ -158,12 +166,28 @@ def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = 
     return {"asset": record.name, "form": "diffusers", "path": str(dest), "files": len(entries), "how": used}
 
 
+def _export_single_file(reg: Registry, record: AssetRecord, dest: Path, overwrite: bool) -> dict[str, Any]:
+    """A pipeline or component as one original-layout safetensors file, through the converter."""
+    from ..convert import plan_diffusers_to_single_file, write_single_file
+    from ..formats import open_asset
+
+    target = dest / f"{record.name}.safetensors" if dest.is_dir() else dest
+    folder = view_path(reg, record, "diffusers")
+    with open_asset(folder) as asset:
+        summary = write_single_file(plan_diffusers_to_single_file(asset), asset, target, overwrite=overwrite)
+    return {"asset": record.name, "form": "single-file", "path": str(target), "how": "converted",
+            "converter": summary}
+
+
 def _folder_entries(reg: Registry, record: AssetRecord, exact: bool) -> list[tuple[str, FileRecord]]:
     """(relative path, file) pairs of a folder: the files as added (``exact``), or a loadable view
     with the canonical blob standing for the weights."""
     out: list[tuple[str, FileRecord]] = []
     if record.source_format != "diffusers" and record.components:
-        # a single-file checkpoint split into components: its diffusers form
+        # a single file split into components: its diffusers form
+        if record.kind != "pipeline" and len(record.components) == 1:
+            (comp_name,) = record.components.values()
+            return [(f.relpath, f) for f in _component_files(reg.resolve(comp_name), exact)]
         blob = (record.probe.get("registry") or {}).get("model_index_blob")
         if blob:
             out.append(("model_index.json", FileRecord("model_index.json", blob, reg.store.size(blob), blob)))
@@ -214,6 +238,7 @@ def view_path(reg: Registry, record: AssetRecord, layout: str) -> Path:
                 link_file(reg.store.path(record.canonical_sha256), staging / name, None)
             else:
                 write_file(reg, single, staging / name)
+                os.chmod(staging / name, 0o444)  # a view is read-only, like the blobs
             result_rel = name
         else:
             if record.source_format != "diffusers" and not record.components:
@@ -310,7 +335,7 @@ def export_tree(reg: Registry, dest: Path, layout: str, link: str | None = None)
         except AssetkitError:
             skipped.append(record.name)
             continue
-        rel = (Path(sub) / (source.name if single is not None else record.name))
+        rel = Path(sub) / (f"{record.name}.safetensors" if single is not None else record.name)
         target = (dest / rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() or target.is_symlink():

@@ -30,18 +30,31 @@ def _has_projection(config: dict[str, Any]) -> bool:
     return "CLIPTextModelWithProjection" in (config.get("architectures") or [])
 
 
-def clip_text_rules(config: dict[str, Any], *, text_model_prefix: bool = True) -> list[Rule]:
-    """transformers naming on both sides (``transformer.text_model.X`` <-> ``text_model.X``)."""
+def diffusers_prefix(config: dict[str, Any], names: Any = None) -> str:
+    """The prefix of the transformer weights in a transformers text-encoder folder: transformers 5
+    saves ``CLIPTextModel`` without ``text_model.`` and ``CLIPTextModelWithProjection`` with it;
+    given the folder's tensor ``names``, whichever naming they use."""
+    if names is not None:
+        names = list(names)
+        if names:
+            return "text_model." if any(n.startswith("text_model.") for n in names) else ""
+    return "text_model." if _has_projection(config) else ""
+
+
+def clip_text_rules(config: dict[str, Any], *, text_model_prefix: bool = True, target_prefix: str | None = None
+                    ) -> list[Rule]:
+    """transformers naming on both sides (``transformer.text_model.X`` <-> ``[text_model.]X``)."""
     src = "transformer.text_model." if text_model_prefix else "transformer."
-    rules = [rename(src + n, "text_model." + n) for n in _hf_names(config)]
+    t = diffusers_prefix(config) if target_prefix is None else target_prefix
+    rules = [rename(src + n, t + n) for n in _hf_names(config)]
     if _has_projection(config):
         rules.append(rename("transformer.text_projection.weight", "text_projection.weight"))
     return rules
 
 
-def open_clip_text_rules(config: dict[str, Any]) -> list[Rule]:
+def open_clip_text_rules(config: dict[str, Any], *, target_prefix: str | None = None) -> list[Rule]:
     """open_clip naming (``model.transformer.resblocks.N...``) <-> transformers naming."""
-    t = "text_model."
+    t = diffusers_prefix(config) if target_prefix is None else target_prefix
     rules = [rename("model.token_embedding.weight", t + "embeddings.token_embedding.weight"),
              rename("model.positional_embedding", t + "embeddings.position_embedding.weight"),
              *params("model.ln_final", t + "final_layer_norm")]

@@ -1,0 +1,178 @@
+"""``assetkit registry ...`` end to end: JSON output, exit codes, import-dir, export-tree link safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from _registry_helpers import EVIL_PICKLE, sha256_of, tiny_pipeline  # noqa: F401
+from click.testing import CliRunner
+
+from assetkit import Registry
+from assetkit.cli import main
+from assetkit.factory import make_fixture
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def run(root: Path, *args: str, code: int = 0) -> dict | str:
+    result = CliRunner().invoke(main, ["registry", *args, "--root", str(root)])
+    assert result.exit_code == code, result.output
+    if "--json" in args:
+        return json.loads(result.stdout)
+    return result.output
+
+
+def test_cli_verbs_with_json(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    lora = make_fixture("lora_sd15_kohya", tmp_path / "in", "safetensors")
+    added = run(root, "add", str(lora), "--name", "ink", "--tag", "style", "--json")
+    assert added["ok"] and added["created"] and added["asset"]["kind"] == "lora"
+    assert [a["name"] for a in run(root, "ls", "--kind", "lora", "--json")["assets"]] == ["ink"]
+    shown = run(root, "show", "ink", "--json")
+    assert shown["sha256"] == sha256_of(lora) and shown["tags"] == ["style"]
+    assert run(root, "find", sha256_of(lora)[:10], "--json")["matches"][0]["asset"] == "ink"
+    assert run(root, "find", "0123456789", "--json", code=1)["ok"] is False
+    run(root, "tag", "ink", "fav", "--json")
+    run(root, "rename", "ink", "ink2", "--json")
+    path = Path(run(root, "path", "ink2", "--json")["path"])
+    assert sha256_of(path) == sha256_of(lora)
+    out = run(root, "export", "ink2", str(tmp_path / "x.safetensors"), "--json")
+    assert sha256_of(Path(out["path"])) == sha256_of(lora)
+    assert run(root, "verify", "--json")["ok"]
+    du = run(root, "du", "--json")
+    assert du["assets"][0]["name"] == "ink2"
+    assert run(root, "rm", "ink2", "--json")["removed"] == ["ink2"]
+    assert run(root, "gc", "--grace", "0", "--json")["blobs_removed"] == 2
+    text = run(root, "ls")
+    assert text == ""
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    out = run(root, "show", "nothing", code=2)
+    assert out.strip().splitlines() == ["assetkit: error: no asset named or hashed 'nothing'"]
+    bad = run(root, "add", str(tmp_path / "missing.safetensors"), "--json", code=2)
+    assert bad["ok"] is False and "no such file" in bad["error"]
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(EVIL_PICKLE)
+    refused = run(root, "add", str(evil), "--json", code=1)
+    assert "refusing" in refused["error"]
+    (root / "objects").mkdir(parents=True, exist_ok=True)
+    make = make_fixture("ti_sd15_a1111", tmp_path, "safetensors")
+    run(root, "add", str(make), "--name", "../escape", code=2)
+
+
+def test_verify_exits_1_on_a_corrupt_blob(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    run(root, "add", str(make_fixture("ti_sd15_a1111", tmp_path, "safetensors")), "--json")
+    reg = Registry(root)
+    sha = next(iter(reg.store.iter_blobs()))
+    os.chmod(reg.store.path(sha), 0o644)
+    reg.store.path(sha).write_bytes(b"garbage")
+    doc = run(root, "verify", "--json", code=1)
+    assert doc["ok"] is False and doc["findings"][0]["code"] == "blob-corrupt"
+
+
+def _a1111_tree(base: Path) -> Path:
+    models = base / "models"
+    make_fixture("sd15", models / "Stable-diffusion", "safetensors")
+    make_fixture("lora_sd15_kohya", models / "Lora", "safetensors")
+    make_fixture("vae_sd", models / "VAE", "torch-zip")
+    (models / "Lora" / "evil.ckpt").write_bytes(EVIL_PICKLE)
+    outside = base / "outside"
+    make_fixture("ti_sd15_a1111", outside, "safetensors")
+    os.symlink(outside / "ti_sd15_a1111.safetensors", models / "Lora" / "linked.safetensors")
+    return models
+
+
+def test_import_dir_a1111_skips_known_refuses_unsafe_and_stays_in_the_tree(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    models = _a1111_tree(tmp_path)
+    doc = run(root, "import-dir", str(models), "--json", code=1)
+    assert doc["layout"] == "a1111"
+    status = {Path(i["path"]).name: i["status"] for i in doc["items"]}
+    assert status == {"sd15.safetensors": "added", "lora_sd15_kohya.safetensors": "added",
+                      "vae_sd.ckpt": "added", "evil.ckpt": "unsafe"}  # the link out of the tree: not followed
+    again = run(root, "import-dir", str(models), "--json", code=1)
+    assert again["added"] == 0 and again["skipped"] == 3
+    followed = run(root, "import-dir", str(models), "--follow-links", "--json", code=1)
+    assert followed["added"] == 1
+
+
+def test_import_dir_hf_cache_reads_snapshots_through_blob_links(tmp_path: Path, tiny_pipeline: Path) -> None:  # noqa: F811
+    repo = tmp_path / "hub" / "models--tiny--sd1"
+    blobs, snap = repo / "blobs", repo / "snapshots" / "abc123"
+    blobs.mkdir(parents=True)
+    for f in tiny_pipeline.rglob("*"):
+        if f.is_file():
+            sha = sha256_of(f)
+            shutil.copyfile(f, blobs / sha)
+            link = snap / f.relative_to(tiny_pipeline)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.path.relpath(blobs / sha, link.parent), link)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    root = tmp_path / "reg"
+    doc = run(root, "import-dir", str(tmp_path / "hub"), "--json")
+    assert doc["layout"] == "hf-cache" and doc["added"] == 1
+    shown = run(root, "show", "tiny--sd1", "--json")
+    assert shown["kind"] == "pipeline" and set(shown["components"]) >= {"unet", "vae", "text_encoder"}
+    assert run(root, "import-dir", str(tmp_path / "hub"), "--json")["skipped"] == 1
+
+
+def test_export_tree_never_deletes_through_a_link_or_a_real_folder(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    run(root, "add", str(make_fixture("lora_sd15_kohya", tmp_path / "in", "safetensors")), "--name", "ink")
+    run(root, "add", str(make_fixture("ti_sd15_a1111", tmp_path / "in", "safetensors")), "--name", "emb")
+    tree = tmp_path / "comfy"
+    doc = run(root, "export-tree", str(tree), "--layout", "comfyui", "--json")
+    assert doc["linked"] == 2 and "loras: loras" in doc["extra_model_paths_yaml"]
+    lora_link = tree / "loras" / "ink.safetensors"
+    emb_link = tree / "embeddings" / "emb.safetensors"
+    assert sha256_of(lora_link) == sha256_of(tmp_path / "in" / "lora_sd15_kohya.safetensors")
+    # the user replaces one link by a real folder holding their own file, the other by a real file
+    lora_link.unlink()
+    lora_link.mkdir()
+    (lora_link / "mine.txt").write_text("keep me")
+    emb_link.unlink()
+    emb_link.write_bytes(b"my own copy")
+    again = run(root, "export-tree", str(tree), "--layout", "comfyui", "--json")
+    assert (lora_link / "mine.txt").read_text() == "keep me"
+    assert emb_link.read_bytes() == b"my own copy"
+    assert sorted(again["kept_not_ours"]) == ["embeddings/emb.safetensors", "loras/ink.safetensors"]
+    assert again["removed"] == 0
+    # a rebuild of an untouched tree removes and recreates only its own links
+    tree2 = tmp_path / "a1111"
+    run(root, "export-tree", str(tree2), "--layout", "a1111", "--json")
+    third = run(root, "export-tree", str(tree2), "--layout", "a1111", "--json")
+    assert third["removed"] == 2 and third["linked"] == 2
+    assert (tree2 / "models" / "Lora" / "ink.safetensors").is_file()
+    assert (tree2 / "embeddings" / "emb.safetensors").is_file()
+
+
+def test_rm_never_deletes_through_a_link(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    run(root, "add", str(make_fixture("ti_sd15_a1111", tmp_path / "in", "safetensors")), "--name", "emb")
+    view = Path(run(root, "path", "emb", "--json")["path"]).parent
+    shutil.rmtree(view)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.txt").write_text("mine")
+    os.symlink(precious, view)
+    run(root, "rm", "emb")
+    run(root, "gc", "--grace", "0")
+    assert (precious / "data.txt").read_text() == "mine"
+
+
+def test_every_registry_verb_is_documented_in_the_readme() -> None:
+    from assetkit.cli.registry_cmd import command
+
+    text = README.read_text()
+    assert "## The registry" in text
+    section = text.split("## The registry", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"assetkit registry ([a-z-]+)", section))
+    assert set(command.commands) <= documented, set(command.commands) - documented
