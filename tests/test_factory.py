@@ -356,7 +356,7 @@ def test_demo_writes_its_files_and_refuses_a_non_empty_directory(tmp_path: Path)
 
     runner = CliRunner()
     target = tmp_path / "demo"
-    result = runner.invoke(main, ["demo", str(target), "--json"])
+    result = runner.invoke(main, ["demo", str(target), "--json", "--files-only"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["ok"] is True and len(document["files"]) == 5
@@ -370,5 +370,5 @@ def test_demo_writes_its_files_and_refuses_a_non_empty_directory(tmp_path: Path)
     assert again.exit_code == 2
     assert again.stderr.strip().count("\n") == 0 and "not empty" in again.stderr
 
-    human = runner.invoke(main, ["demo", str(target), "--overwrite"])
+    human = runner.invoke(main, ["demo", str(target), "--overwrite", "--files-only"])
     assert human.exit_code == 0 and "Next, try:" in human.stdout

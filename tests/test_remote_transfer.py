@@ -13,7 +13,8 @@ import pytest
 from _s3_helpers import S3Bucket
 from safetensors.numpy import load_file, save_file
 
-from assetkit.factory import make_fixture
+from assetkit import open_asset
+from assetkit.convert import plan_diffusers_to_single_file, write_single_file
 from assetkit.registry import Registry
 from assetkit.registry.remote import RemoteSpec, S3BlobStore
 from assetkit.registry.remote.transfer import (
@@ -65,8 +66,11 @@ def test_push_then_pull_on_an_empty_registry_is_byte_identical(s3_bucket: S3Buck
     single = tmp_path / "vae.safetensors"
     shutil.copy(fine_tunes["ft-a"] / "vae" / "diffusion_pytorch_model.safetensors", single)
     laptop.add(single, name="solo-vae")
-    checkpoint = make_fixture("sd15", tmp_path, "safetensors", filename="sd15-fine-tune.safetensors")
-    assert laptop.add(checkpoint, name="sd15-ft").record.storage == "components"  # split, kept as a recipe
+    checkpoint = tmp_path / "sd15-fine-tune.safetensors"  # an original-layout single file, by the converter
+    with open_asset(fine_tunes["ft-a"]) as asset:
+        write_single_file(plan_diffusers_to_single_file(asset), asset, checkpoint)
+    added = laptop.add(checkpoint, name="sd15-ft", config=fine_tunes["ft-a"]).record
+    assert added.storage == "components"  # split into components, the file kept as a recipe
     names = ["ft-a", "solo-vae", "sd15-ft"]
     pushed = push(laptop, remote_for(s3_bucket), names)
     assert pushed.ok and [a["name"] for a in pushed.assets] == names

@@ -177,7 +177,7 @@ def lora_modules(asset: Asset) -> list[LoraModule]:
             rest = rest.replace(".processor.", ".")
             module = modules.setdefault((comp, _flat(rest)), LoraModule(comp, _flat(rest), key))
             if role == "down":
-                module.down = info.shape
+                module.down, module.key = info.shape, key
             elif role == "up":
                 module.up = info.shape
             break

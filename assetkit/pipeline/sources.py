@@ -46,7 +46,7 @@ def resolve(name: str, root: Path, registry: Any | None = None) -> Source:
         path = Path(registry.path(name, layout=first))
     except AssetkitError:
         path = Path(registry.path(name, layout=second))
-    return Source(name, path, str(record.id))
+    return Source(name, path.resolve(), str(record.id))
 
 
 def fetch_missing(lock: Any, registry: Any | None, progress: Any = None) -> list[str]:

@@ -1,0 +1,174 @@
+"""``assetkit lock`` / ``check`` / ``smoke`` on tiny SD1 and SDXL pipelines with a LoRA and a
+ControlNet: the gate passes what works and fails what does not, with the right finding."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _pipeline_helpers import tiny_assets, write_spec  # noqa: F401 - fixture
+from click.testing import CliRunner
+
+from assetkit.cli import main
+from assetkit.pipeline import lock_spec, missing_blobs, parse_spec, read_lock
+from assetkit.pipeline.gate import run_check
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attrs = dict(attrs)
+        if tag == "img":
+            self.sources.append(attrs["src"])
+        if tag == "a":
+            self.links.append(attrs["href"])
+        assert not (tag in ("script", "link") or str(attrs.get("src", "")).startswith("http")), "external resource"
+
+
+@pytest.mark.slow
+def test_lock_and_check_sd1_with_lora_and_controlnet(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
+    a = tiny_assets
+    spec = write_spec(tmp_path, f"base: {a['sd1']}\nloras: [{{name: {a['lora_sd1.safetensors']}, scale: 0.8}}]\n"
+                                f"controlnets: [{{name: {a['cn_sd1']}}}]\nsmoke: {{steps: 2}}\n")
+    locked = _cli("lock", str(spec))
+    assert locked.exit_code == 0, locked.output
+    lock = read_lock(tmp_path / "spec.lock")
+    assert [c.role for c in lock.components] == ["base", "lora[0]", "controlnet[0]"]
+    assert lock.components[1].files[0].sha256 == __import__("hashlib").sha256(
+        a["lora_sd1.safetensors"].read_bytes()).hexdigest()
+    report = tmp_path / "report"
+    result = _cli("check", str(tmp_path / "spec.lock"), "--report", str(report), "--junit", str(tmp_path / "j.xml"),
+                  "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["ok"] and set(doc["suites"]) == {"lock", "validate", "compatibility", "smoke"}
+    assert set(doc["smoke"]["timings"]) == {"load", "text_encoding", "denoising", "decoding"}
+    assert doc["smoke"]["memory"]["peak_cuda_bytes"] is None and doc["smoke"]["memory"]["peak_rss_bytes"] > 0
+    # the HTML page opens, is self-contained, and every image it shows exists and is a PNG
+    page = _Images()
+    page.feed((report / "index.html").read_text(encoding="utf-8"))
+    assert len(page.sources) == 4 and "contact_sheet.png" in page.links
+    from PIL import Image
+
+    for src in page.sources + page.links:
+        with Image.open(report / src) as img:
+            assert img.format == "PNG"
+    with Image.open(report / "images" / "output.png") as img:
+        assert img.size == (64, 64)
+    # JUnit: one suite per stage, nothing failed
+    for xml_path in (report / "junit.xml", tmp_path / "j.xml"):
+        suites = ET.parse(xml_path).getroot().findall("testsuite")
+        assert {s.get("name") for s in suites} == {f"assetkit.check.{n}" for n in doc["suites"]}
+        assert all(s.get("failures") == "0" for s in suites)
+    assert json.loads((report / "report.json").read_text())["ok"] is True
+
+
+def test_changed_file_after_lock_is_refused(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
+    a = tiny_assets
+    lora = tmp_path / "lora.safetensors"
+    shutil.copy(a["lora_sd1.safetensors"], lora)
+    controlnet = tmp_path / "cn"
+    shutil.copytree(a["cn_sd1"], controlnet)
+    spec = write_spec(tmp_path, f"base: {a['sd1']}\nloras: [lora.safetensors]\ncontrolnets: [cn]\n")
+    assert _cli("lock", str(spec)).exit_code == 0
+    assert _cli("check", str(tmp_path / "spec.lock"), "--no-smoke").exit_code == 0
+    data = bytearray(lora.read_bytes())
+    data[-1] ^= 1
+    lora.write_bytes(bytes(data))
+    (controlnet / "extra.json").write_text("{}")
+    result = _cli("check", str(tmp_path / "spec.lock"), "--no-smoke", "--json")
+    assert result.exit_code == 1
+    findings = json.loads(result.output)["suites"]["lock"]["findings"]
+    assert {f["code"] for f in findings} == {"lock-changed", "lock-extra-file"}
+    assert any(str(lora) in f["message"] for f in findings)
+    lora.unlink()
+    pinned = read_lock(tmp_path / "spec.lock").components[1].files[0].sha256
+    assert missing_blobs(read_lock(tmp_path / "spec.lock")) == [pinned]
+
+
+def test_registry_names_resolve_and_are_pinned_by_id(tiny_assets, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    from assetkit.registry import Registry
+
+    monkeypatch.setenv("ASSETKIT_HOME", str(tmp_path / "home"))
+    with Registry() as registry:
+        added = registry.add(tiny_assets["lora_sd1.safetensors"], name="detail-lora")
+    spec = parse_spec(f"base: {tiny_assets['sd1']}\nloras: [detail-lora]\n")
+    lock = lock_spec(spec)
+    component = lock.components[1]
+    assert component.registry_id == str(added.record.id)
+    assert component.files[0].sha256 == added.record.sha256
+    from assetkit.pipeline.compat import check_compatibility
+
+    assert check_compatibility(spec, lock.sources()).ok
+    missing = parse_spec(f"base: {tiny_assets['sd1']}\nloras: [no-such-lora]\n")
+    with pytest.raises(Exception, match="no-such-lora"):
+        lock_spec(missing)
+
+
+@pytest.mark.slow
+def test_sdxl_with_lora_and_controlnet_passes(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
+    a = tiny_assets
+    spec = write_spec(tmp_path, f"base: {a['sdxl']}\nloras: [{{name: {a['lora_sdxl.safetensors']}}}]\n"
+                                f"controlnets: [{{name: {a['cn_sdxl']}, conditioning_scale: 0.7}}]\n"
+                                "smoke: {steps: 2, height: 64, width: 64}\n")
+    result = run_check(spec)
+    assert result.ok, result.to_dict()["suites"]
+    assert [i.label for i in result.smoke.images] == ["output", "without LoRAs", "ControlNet off", "conditioning"]
+
+
+@pytest.mark.slow
+def test_nan_weights_fail_with_step_and_module(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
+    spec = write_spec(tmp_path, f"base: {tiny_assets['sd1_nan']}\nsmoke: {{steps: 2}}\n")
+    result = run_check(spec, report_dir=tmp_path / "r")
+    assert not result.ok
+    nan = [f for f in result.suites["smoke"] if f.code == "smoke-nan-latents"]
+    assert len(nan) == 1 and "from step 1 of 2" in nan[0].message and nan[0].where == "unet.conv_in"
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["ok"] is False
+    result = _cli("smoke", str(tiny_assets["sd1_nan"]), "--steps", "1")
+    assert result.exit_code == 1 and "smoke-nan-latents" in result.output
+
+
+@pytest.mark.slow
+def test_lora_scale_zero_is_the_base_image_and_a_dead_lora_fails(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
+    a = tiny_assets
+    zero = run_check(write_spec(tmp_path, f"base: {a['sd1']}\nloras: [{{name: {a['lora_sd1.safetensors']}, "
+                                          "scale: 0}]\nsmoke: {steps: 2}\n", "zero.yaml"))
+    assert zero.ok, zero.suites
+    images = {i.label: i.array for i in zero.smoke.images}
+    assert np.array_equal(images["output"], images["without LoRAs"])
+    dead = run_check(write_spec(tmp_path, f"base: {a['sd1']}\nloras: [{{name: {a['lora_zero.safetensors']}}}]\n"
+                                          "smoke: {steps: 2}\n", "dead.yaml"))
+    assert [f.code for f in dead.suites["smoke"]] == ["lora-no-effect"]
+
+
+@pytest.mark.slow
+def test_smoke_image_is_what_plain_diffusers_makes(tiny_assets) -> None:  # noqa: F811
+    """Independent oracle: the pipeline called the plain way, same seed, same image."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from assetkit.pipeline.gate import smoke_one
+
+    result = smoke_one(str(tiny_assets["sd1"]), steps=2, device="cpu")
+    assert result.ok, result.suites
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_assets["sd1"]), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    spec = parse_spec("base: x\n").smoke
+    plain = pipe(spec.prompt, num_inference_steps=2, height=64, width=64, guidance_scale=spec.guidance_scale,
+                 generator=torch.Generator("cpu").manual_seed(0), output_type="np").images[0]
+    ours = result.smoke.images[0].array
+    assert ours.shape == plain.shape == (64, 64, 3)
+    assert np.abs(ours - plain).max() < 1e-4
