@@ -365,3 +365,8 @@ def du_cmd(root: Path | None, json_output: bool) -> None:
                    f"{human_bytes(a['unique']):>11} {human_bytes(a['shared']):>11}")
     click.echo(f"on disk {human_bytes(report.disk_bytes)} in {report.blobs} blob(s); as added "
                f"{human_bytes(report.added_bytes)}; saved by sharing {human_bytes(report.saved_bytes)}")
+
+
+from .remote_cmd import attach as _attach_remote  # noqa: E402 - team remotes: push, pull, remote, --remote
+
+_attach_remote(command, root_option)

@@ -49,16 +49,43 @@ def resolve(name: str, root: Path, registry: Any | None = None) -> Source:
     return Source(name, path.resolve(), str(record.id))
 
 
-def fetch_missing(lock: Any, registry: Any | None) -> list[str]:
-    """Hook for the team remote: fetch the pinned blobs of ``lock`` that are not present locally.
+def fetch_missing(lock: Any, registry: Any | None, progress: Any = None) -> list[str]:
+    """The team remote's hook: fetch the pinned files of ``lock`` that are not present locally.
 
-    Returns the sha256s still missing afterwards. Does nothing without a configured remote (the
-    remote layer fills this in)."""
+    See :func:`fetch_lock`; returns the sha256s still missing afterwards (all of them when no
+    remote is configured). Raises when the remote cannot serve a pinned component (refused,
+    tampered or absent blobs): a gate never runs on half of a lock."""
+    from ..registry.remote import RemoteIntegrityError
+
+    result, still_missing = fetch_lock(lock, registry, progress=progress)
+    if result is not None and not result.ok:
+        first = result.failed[0]
+        raise RemoteIntegrityError(f"cannot fetch {first['asset']} from the remote: {first['error']}",
+                                   where=result.url)
+    return still_missing
+
+
+def fetch_lock(lock: Any, registry: Any | None, *, progress: Any = None,
+               remote_name: str | None = None) -> tuple[Any, list[str]]:
+    """Pull every component of ``lock`` with a missing pinned file from the registry's remote.
+
+    Each is pulled (``assetkit.registry.remote``: verified blob by blob), resolved again in this
+    registry, and its path in ``lock`` is pointed there, so that ``verify_lock`` rehashes what
+    arrived against the pins. Returns (the transfer result, or None when nothing was missing or
+    no remote is configured; the sha256s still missing).
+    """
+    from ..registry.remote.transfer import pull_pinned
     from .lock import missing_blobs
 
-    missing = missing_blobs(lock)
-    remote = getattr(registry, "remote", None) if registry is not None else None
-    if not missing or remote is None or not hasattr(registry, "pull_blobs"):
-        return missing
-    registry.pull_blobs(missing)
-    return missing_blobs(lock)
+    missing = set(missing_blobs(lock))
+    if not missing:
+        return None, []
+    registry = registry if registry is not None else open_registry()
+    needy = [c for c in lock.components if any(p.sha256 in missing for p in c.files)]
+    result = pull_pinned(registry, [(c.name, [p.sha256 for p in c.files]) for c in needy], progress=progress,
+                         remote_name=remote_name)
+    if result is None or not result.ok:
+        return result, sorted(missing)
+    for component, asset in zip(needy, result.assets, strict=True):
+        component.path = str(resolve(asset["name"], lock.spec.root, registry).path)
+    return result, missing_blobs(lock)
