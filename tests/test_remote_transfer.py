@@ -97,6 +97,10 @@ def test_push_then_pull_on_an_empty_registry_is_byte_identical(s3_bucket: S3Buck
     # A second pull finds everything present and sends nothing.
     again = pull(runner, remote_for(s3_bucket), ["ft-a"])
     assert again.ok and again.stats.bytes == 0 and again.stats.skipped == len(runner.manifest("ft-a")["blobs"])
+    # Both registries verify clean: a pulled recipe references every blob it reads.
+    for registry in (laptop, runner):
+        report = registry.verify()
+        assert report.ok, [f.message for f in report.findings]
 
 
 def test_second_fine_tune_uploads_only_its_unet(s3_bucket: S3Bucket, tmp_path: Path,
