@@ -164,7 +164,8 @@ def test_full_size_vae_random_bytes_equal_diffusers_from_single_file(tmp_path, l
 FACTORY = {"sd15_inpaint": "sd1-inpaint", "sd15_instruct_pix2pix": "sd1-instruct-pix2pix", "sd2_inpaint": "sd2-inpaint", "sdxl_inpaint": "sdxl-inpaint",
            "sdxl_refiner": "sdxl-refiner", "unet_sd15": "sd1", "unet_sdxl": "sdxl",
            "vae_sd": "vae-sd", "controlnet_sd15": "controlnet-sd1", "controlnet_sd15_unprefixed": "controlnet-sd1",
-           "controlnet_sd21": "controlnet-sd2", "te_openclip_h": "sd2-v", "te_openclip_bigg": "sdxl"}
+           "controlnet_sd21": "controlnet-sd2", "controlnet_sdxl": "controlnet-sdxl",
+           "controlnet_sdxl_unprefixed": "controlnet-sdxl", "te_openclip_h": "sd2-v", "te_openclip_bigg": "sdxl"}
 
 
 @pytest.mark.parametrize("fixture_id", list(FACTORY))

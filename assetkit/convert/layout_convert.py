@@ -76,6 +76,7 @@ class SingleFilePlan:
     tensors: tuple[TargetTensor, ...]  #: parts name tensors of the folder asset (``component/name``) or the sidecar
     lacking: tuple[str, ...]  #: names a released original file holds that neither folder nor sidecar has
     metadata: dict[str, str] = field(default_factory=dict)
+    prefixes: dict[str, str] = field(default_factory=dict)  #: component -> the name prefix it was given
 
 
 def _layouts() -> dict[str, Any]:
@@ -491,9 +492,10 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
             if components is not None:
                 index = {k: v for k, v in index.items() if k.startswith("_") or not isinstance(v, list) or k in chosen}
             _write_small(staging / "model_index.json", catalogue.json_bytes(index))
-        if (plan.extras or plan.plain_metadata) and not drop_extras and components is None:
-            # The whole source was converted: keep what diffusers has no place for (a standalone
-            # component's sidecar lies in its folder).
+        if (plan.extras or plan.plain_metadata or _prefixes_differ(plan)) and not drop_extras and components is None:
+            # The whole source was converted: keep what diffusers has no place for, and the name
+            # prefixes when the way back would not restore them (a standalone component's sidecar
+            # lies in its folder).
             meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
                     **{f"assetkit.prefix.{c}": p for c, p in plan.prefixes.items()},
                     "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
@@ -505,6 +507,14 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return summary
+
+
+def _prefixes_differ(plan: DiffusersPlan) -> bool:
+    """Whether the source's component prefixes differ from the ones a folder without a sidecar
+    goes back to (``single_file`` in registry/layouts.json: ``control_model.`` for a ControlNet,
+    none for a UNet or VAE alone)."""
+    spec = _layouts()["single_file"].get(plan.layout, {})
+    return any(spec.get(c, [""])[0] != p for c, p in plan.prefixes.items())
 
 
 def _clip_namings(plan: DiffusersPlan) -> dict[str, str]:
@@ -565,12 +575,12 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
     spec = table["single_file"][layout]
     targets: list[TargetTensor] = []
     missing: list[str] = []
+    prefixes: dict[str, str] = {}
     single_component = asset.format == "diffusers-component"
     for comp, (prefix, rules_kind) in spec.items():
         if single_component:
             config, tensors, key = asset.configs.get("config.json"), asset.tensors, ""
-            prefix = "" if layout in _STANDALONE else prefix
-            prefix = meta.get(f"assetkit.prefix.{comp}", prefix)
+            prefix = meta.get(f"assetkit.prefix.{comp}", prefix)  # without a sidecar: layouts.json's
         else:
             if comp not in asset.components:
                 missing.append(f"{comp}/ (component folder)")
@@ -578,6 +588,7 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
             config, tensors, key = asset.configs.get(f"{comp}/config.json"), asset.components[comp].tensors, f"{comp}/"
         if config is None:
             raise LayoutError(f"{comp}: no config.json", where=str(asset.path))
+        prefixes[comp] = prefix
         names = {n: (i.dtype, i.shape) for n, i in tensors.items()}
         te_names: list[str] = []
         if rules_kind == "clip" and meta.get(f"assetkit.{comp}.text_model") == "0":
@@ -600,14 +611,18 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
     names = {t.name for t in targets}
     lacking = tuple(p for p in table["original_only"].get(layout, [])
                     if not any(fnmatch.fnmatchcase(n, p) for n in names))
-    return SingleFilePlan(family=meta.get("assetkit.family", layout), layout=layout, tensors=tuple(targets),
-                          lacking=lacking)
+    family = meta.get("assetkit.family")
+    if family is None and single_component:
+        from ..probe import probe
+
+        family = probe(asset).family  # a component folder from elsewhere: its config says (context width)
+    return SingleFilePlan(family=family or layout, layout=layout, tensors=tuple(targets),
+                          lacking=lacking, prefixes=prefixes)
 
 
 def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str]:
     arch = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-768-v", "sdxl": "stable-diffusion-xl-v1-base",
-            "sdxl-refiner": "stable-diffusion-xl-v1-refiner", "vae": "stable-diffusion-v1/vae",
-            "unet": "stable-diffusion-v1/unet", "controlnet": "stable-diffusion-v1/controlnet"}
+            "sdxl-refiner": "stable-diffusion-xl-v1-refiner"}
     sched = asset.configs.get("scheduler/scheduler_config.json") or {}
     prediction = sched.get("prediction_type", "epsilon")
     unet = asset.configs.get("unet/config.json") or asset.configs.get("config.json") or {}
@@ -616,8 +631,13 @@ def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str
     architecture = arch.get(plan.layout, plan.layout)
     if plan.layout == "sd2" and prediction != "v_prediction":
         architecture = "stable-diffusion-v2-512"
+    family = plan.layout
+    if plan.layout in _STANDALONE:  # a component alone: its family's architecture + "/vae", "/controlnet"...
+        family = plan.family if plan.family in arch else "sd1"
+        architecture = f"{arch[family]}/{plan.layout}"
+        size = {"sd2": 768, "sdxl": 1024, "sdxl-refiner": 1024}.get(family, 512)
     return {"modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": architecture,
-            "modelspec.implementation": "https://github.com/Stability-AI/generative-models" if plan.layout.startswith("sdxl")
+            "modelspec.implementation": "https://github.com/Stability-AI/generative-models" if family.startswith("sdxl")
             else "https://github.com/Stability-AI/stablediffusion",
             "modelspec.title": Path(asset.path).name, "modelspec.resolution": f"{size}x{size}",
             "modelspec.prediction_type": prediction, "modelspec.hash_sha256": "0x" + digest}
@@ -690,7 +710,9 @@ def _replacement_tensors(spec: str, base_plan: DiffusersPlan, base: Asset) -> tu
                    for t in plan.tensors if t.parts[0].source.startswith(component + "/")]
     elif _is_folder(other):
         plan = plan_diffusers_to_single_file(other)
-        targets = [TargetTensor(prefix + t.name, t.dtype, t.shape, t.parts, t.transform) for t in plan.tensors]
+        theirs = plan.prefixes.get(plan.layout, "")  # a component folder goes back under its standalone prefix
+        targets = [TargetTensor(prefix + t.name[len(theirs):], t.dtype, t.shape, t.parts, t.transform)
+                   for t in plan.tensors]
     else:
         dplan = plan_single_file_to_diffusers(other, family=family)
         if component not in dplan.components:
