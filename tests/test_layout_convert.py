@@ -377,9 +377,9 @@ def test_controlnet_both_ways_against_diffusers(tmp_path, prefixed):
     r = _cli("convert", str(tmp_path / "cn"), str(single), "--to", "single-file")
     assert r.returncode == 0, r.stderr
     names = list(file_tensors(single))
-    assert names and all(not n.startswith("control_model.") for n in names)
-    if prefixed:
-        save_file({"control_model." + k: v for k, v in load_file(str(single)).items()}, str(single))
+    assert names and all(n.startswith("control_model.") for n in names)  # no sidecar: ControlNet 1.1's layout
+    if not prefixed:
+        save_file({k.removeprefix("control_model."): v for k, v in load_file(str(single)).items()}, str(single))
     theirs = ControlNetModel.from_single_file(str(single), config=str(tmp_path / "cn"), local_files_only=True,
                                              low_cpu_mem_usage=False)  # accelerate (from peft) would meta-init
     from _layouts_helpers import tensor_key

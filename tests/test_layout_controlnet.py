@@ -1,0 +1,186 @@
+"""ControlNets (SD1, SD2, SDXL) between the original layout and diffusers, against diffusers itself.
+
+The original-layout files are written independently of the converter: the factory's
+``ldm_controlnet`` (lllyasviel's ``cldm.ControlNet`` / SGM names, with or without
+``control_model.``) with seeded random values, saved by the safetensors library. diffusers'
+``ControlNetModel.from_single_file(config=<the same tiny config>)`` is the oracle for the
+tensors; ``from_pretrained`` must load our folder with no missing or unexpected key; round trips
+both ways are compared tensor by tensor (names, dtypes, shapes, bytes) through safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _layouts_helpers import file_tensors, tensor_key
+
+from assetkit.convert import SIDECAR
+from assetkit.convert.layout_convert import convert_layout
+from assetkit.factory import keys as K
+from assetkit.factory import materialize
+
+FAMILIES = ("sd1", "sd2", "sdxl")
+PREFIXES = ("control_model.", "")
+#: Tiny ControlNets: (factory ``ldm_controlnet`` arguments, the matching diffusers config). The
+#: SDXL one keeps the real context width and pooled input (2048, 2816) so the probe knows it.
+TINY = {
+    "sd1": ({"attention_levels": (0,), "context_dim": 32},
+            {"down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "attention_head_dim": 2,
+             "cross_attention_dim": 32}),
+    "sd2": ({"attention_levels": (0,), "context_dim": 48, "use_linear": True},
+            {"down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "attention_head_dim": [2, 4],
+             "cross_attention_dim": 48, "use_linear_projection": True}),
+    "sdxl": ({"attention_levels": (1,), "transformer_depth": (1, 2), "context_dim": 2048, "use_linear": True,
+              "adm_in_channels": 2816},
+             {"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"], "attention_head_dim": [2, 4],
+              "transformer_layers_per_block": [1, 2], "cross_attention_dim": 2048, "use_linear_projection": True,
+              "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+              "projection_class_embeddings_input_dim": 2816}),
+}
+#: Tensors diffusers' ``from_single_file`` (0.42) leaves at their random initial values for an
+#: original SDXL ControlNet: its ControlNet converter never maps ``label_emb`` to ``add_embedding``.
+UNMAPPED_BY_DIFFUSERS = {"sdxl": {f"add_embedding.linear_{i}.{p}" for i in (1, 2) for p in ("weight", "bias")}}
+
+
+def _config(family: str) -> dict:
+    return {"block_out_channels": [32, 64], "layers_per_block": 1, "norm_num_groups": 32, **TINY[family][1]}
+
+
+def write_original(family: str, prefix: str, dest: Path, seed: int = 0) -> Path:
+    """An original-layout tiny ControlNet written by the factory and the safetensors library."""
+    from safetensors.numpy import save_file
+
+    layout = K.ldm_controlnet(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, prefix=prefix,
+                              **TINY[family][0])
+    save_file(materialize(layout, shrink=False, seed=seed), str(dest))
+    return dest
+
+
+def save_config(family: str, dest: Path) -> Path:
+    """The tiny config folder, written by diffusers (``ControlNetModel.save_config``)."""
+    from diffusers import ControlNetModel
+
+    ControlNetModel.from_config(_config(family)).save_config(str(dest))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """(family, prefix) -> (original file, config folder, our diffusers folder, our file back)."""
+    out = {}
+    for family in FAMILIES:
+        root = tmp_path_factory.mktemp(f"cn-{family}")
+        config = save_config(family, root / "config")
+        for prefix in PREFIXES:
+            tag = "prefixed" if prefix else "bare"
+            orig = write_original(family, prefix, root / f"{tag}.safetensors")
+            folder = root / f"{tag}-diffusers"
+            convert_layout(orig, folder, to="diffusers", config_dir=config)
+            back = root / f"{tag}-back.safetensors"
+            convert_layout(folder, back, to="single-file")
+            out[(family, prefix)] = (orig, config, folder, back)
+    return out
+
+
+CASES = [(f, p) for f in FAMILIES for p in PREFIXES]
+IDS = [f"{f}-{'prefixed' if p else 'bare'}" for f, p in CASES]
+
+
+@pytest.mark.parametrize(("family", "prefix"), CASES, ids=IDS)
+def test_folder_equals_diffusers_from_single_file(converted, family, prefix):
+    from diffusers import ControlNetModel
+
+    orig, config, folder, _ = converted[(family, prefix)]
+    theirs = ControlNetModel.from_single_file(str(orig), config=str(config), local_files_only=True,
+                                             low_cpu_mem_usage=False)
+    theirs = {k: tensor_key(v) for k, v in theirs.state_dict().items()}
+    ours = file_tensors(folder / "diffusion_pytorch_model.safetensors")
+    assert ours.keys() == theirs.keys()
+    differ = {k for k in ours if ours[k] != theirs[k]}
+    assert differ <= UNMAPPED_BY_DIFFUSERS.get(family, set())
+    source = file_tensors(orig)
+    for name in UNMAPPED_BY_DIFFUSERS.get(family, ()):  # ours hold the file's label_emb bytes
+        original = prefix + name.replace("add_embedding.linear_1", "label_emb.0.0").replace(
+            "add_embedding.linear_2", "label_emb.0.2")
+        assert ours[name] == source[original]
+
+
+@pytest.mark.parametrize(("family", "prefix"), CASES, ids=IDS)
+def test_folder_loads_with_from_pretrained_without_missing_or_unexpected_keys(converted, family, prefix):
+    from diffusers import ControlNetModel
+
+    _, _, folder, _ = converted[(family, prefix)]
+    model, info = ControlNetModel.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False,
+                                                  output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == [] and info["mismatched_keys"] == []
+    ours = file_tensors(folder / "diffusion_pytorch_model.safetensors")
+    assert {k: tensor_key(v) for k, v in model.state_dict().items()} == ours
+
+
+@pytest.mark.parametrize(("family", "prefix"), CASES, ids=IDS)
+def test_original_diffusers_original_is_identical_prefix_included(converted, family, prefix):
+    orig, _, folder, back = converted[(family, prefix)]
+    assert file_tensors(back) == file_tensors(orig)
+    # The sidecar records a prefix the way back would not restore by itself (layouts.json: control_model.).
+    assert (folder / SIDECAR).is_file() == (prefix == "")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_folder_from_elsewhere_goes_to_control_model_layout_and_back(tmp_path, family):
+    """A diffusers folder with no sidecar -> ``control_model.*`` (lllyasviel's ControlNet 1.1
+    layout) that diffusers' from_single_file reads into the same tensors -> the same folder."""
+    import torch
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(1)
+    ControlNetModel.from_config(_config(family)).save_pretrained(str(tmp_path / "theirs"))
+    want = file_tensors(tmp_path / "theirs" / "diffusion_pytorch_model.safetensors")
+    single = tmp_path / "cn.safetensors"
+    convert_layout(tmp_path / "theirs", single, to="single-file")
+    names = list(file_tensors(single))
+    assert names and all(n.startswith("control_model.") for n in names)
+    loaded = ControlNetModel.from_single_file(str(single), config=str(tmp_path / "theirs"), local_files_only=True,
+                                              low_cpu_mem_usage=False)
+    got = {k: tensor_key(v) for k, v in loaded.state_dict().items()}
+    assert {k for k in want if want[k] != got[k]} <= UNMAPPED_BY_DIFFUSERS.get(family, set())
+    convert_layout(single, tmp_path / "again", to="diffusers", config_dir=tmp_path / "theirs")
+    assert file_tensors(tmp_path / "again" / "diffusion_pytorch_model.safetensors") == want
+    assert file_tensors(tmp_path / "again" / SIDECAR) == {}  # only the file's ModelSpec metadata, kept
+
+
+def test_sdxl_modelspec_and_catalogue_choice(tmp_path, converted):
+    """The SDXL ControlNet is recognised from its tensors (context 2048, pooled 2816): the way back
+    writes SDXL ModelSpec metadata, and without --config the catalogue's SDXL config is chosen (a
+    tiny file lacks most of its tensors: a clear error, nothing written)."""
+    from safetensors import safe_open
+
+    orig, _, _, back = converted[("sdxl", "")]
+    with safe_open(str(back), "np") as fh:
+        meta = fh.metadata()
+    assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/controlnet"
+    assert meta["modelspec.resolution"] == "1024x1024"
+    r = subprocess.run([sys.executable, "-m", "assetkit", "convert", str(orig), str(tmp_path / "out"),
+                        "--to", "diffusers"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "the controlnet-sdxl layout needs are missing" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_both_ways_json(tmp_path):
+    config = save_config("sdxl", tmp_path / "config")
+    orig = write_original("sdxl", "control_model.", tmp_path / "cn.safetensors", seed=3)
+    cli = [sys.executable, "-m", "assetkit", "convert"]
+    r = subprocess.run([*cli, str(orig), str(tmp_path / "d"), "--to", "diffusers", "--config", str(config), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["family"] == "sdxl" and list(doc["components"]) == ["controlnet"] and doc["extras"] == []
+    r = subprocess.run([*cli, str(tmp_path / "d"), str(tmp_path / "b.safetensors"), "--to", "single-file", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["layout"] == "controlnet"
+    assert file_tensors(tmp_path / "b.safetensors") == file_tensors(orig)
