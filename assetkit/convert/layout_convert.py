@@ -67,6 +67,7 @@ class DiffusersPlan:
     layout: str = "pipeline"  #: key of ``single_file`` in registry/layouts.json the source used
     notes: tuple[str, ...] = ()
     prefixes: dict[str, str] = field(default_factory=dict)  #: component -> its name prefix in the source
+    names: str = "original"  #: the source's naming: ``original``, or ``diffusers`` (a component file alone)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class SingleFilePlan:
     lacking: tuple[str, ...]  #: names a released original file holds that neither folder nor sidecar has
     metadata: dict[str, str] = field(default_factory=dict)
     prefixes: dict[str, str] = field(default_factory=dict)  #: component -> the name prefix it was given
+    extras: tuple[str, ...] = ()  #: names kept as they were, no rule claiming them
 
 
 def _layouts() -> dict[str, Any]:
@@ -231,8 +233,8 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         layout = given  # the caller's configs say which family this is
     elif kind == "pipeline" and fam in table["single_file"] and result.layout in (None, "original"):
         layout = fam
-    elif kind in ("vae", "unet", "controlnet") and result.layout in (None, "original"):
-        layout = kind
+    elif kind in ("vae", "unet", "controlnet") and result.layout in (None, "original", "diffusers"):
+        layout = kind  # diffusers names too: a loose diffusion_pytorch_model.safetensors
     elif kind == "text_encoder" and any(n.startswith("transformer.resblocks.") for n in source):
         layout = "text_encoder"  # a bare open_clip text tower (OpenCLIP-H / bigG)
     else:
@@ -250,6 +252,10 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         config_id = _choose_config(kind, fam, result.variant, result.prediction_type)
         configs = catalogue_configs(config_id)
     components_spec: dict[str, list[str]] = dict(table["single_file"][layout])
+    names = "diffusers" if result.layout == "diffusers" else "original"
+    prefixes = {c: p for c, (p, _) in components_spec.items()}  # where the way back puts them
+    if names == "diffusers":
+        components_spec = {c: ["", k] for c, (_, k) in components_spec.items()}
     if layout == "controlnet" and not any(n.startswith("control_model.") for n in source):
         components_spec = {"controlnet": ["", "controlnet"]}
     if layout == "unet" and any(n.startswith("model.diffusion_model.") for n in source):
@@ -270,6 +276,8 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
             raise LayoutError(f"no {comp}/config.json among the configs", where=str(config_dir or config_id))
         sub = {n[len(prefix):]: v for n, v in source.items() if n.startswith(prefix)}
         rules = _rules_for(rules_kind, config, sub)
+        if names == "diffusers":  # already the target names: the same rules, diffusers side only
+            rules = [Rule((n,), (n,)) for r in rules for n in r.diffusers]
         mapped: Mapped = map_names([r.prefixed(prefix, "") for r in rules], source, "to_diffusers")
         missing.extend(mapped.missing)
         if not mapped.missing:
@@ -298,10 +306,14 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
     notes = []
     if result.prediction_type is None and fam == "sd2" and config_id:
         notes.append(f"prediction type not stated by the file; assumed by the catalogue ({config_id})")
+    if kind == "vae" and fam is None and config_id:
+        notes.append(f"family not stated by the file (SD and SDXL VAEs have the same tensors); assumed {config_id}: "
+                     "pass --family sdxl for an SDXL VAE")
     return DiffusersPlan(family=fam or layout, pipeline_class=model_index.get("_class_name"), model_index=model_index,
                          components=components, extras=extras, plain_metadata=plain, config_id=config_id,
                          layout=layout, notes=tuple(notes),
-                         prefixes={c: p for c, (p, _) in components_spec.items()})
+                         prefixes=prefixes if names == "diffusers" else {c: p for c, (p, _) in components_spec.items()},
+                         names=names)
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -730,6 +742,26 @@ def _replacement_tensors(spec: str, base_plan: DiffusersPlan, base: Asset) -> tu
     return prefix, targets, other
 
 
+def _diffusers_named_component(asset: Asset) -> bool:
+    """A UNet, VAE or ControlNet alone, in diffusers names, as one file (not a folder)."""
+    from ..probe import probe
+
+    result = probe(asset)
+    return result.kind in ("unet", "vae", "controlnet") and result.layout == "diffusers"
+
+
+def _original_names_plan(plan: DiffusersPlan, asset: Asset) -> SingleFilePlan:
+    """A component file in diffusers names -> the same tensors under the original names (with the
+    prefix registry/layouts.json gives that component alone); names no rule knows are kept as they are."""
+    comp = plan.layout
+    rules = _rules_for(_layouts()["single_file"][comp][comp][1], plan.components[comp].config or {})
+    source = {n: (i.dtype, i.shape) for n, i in asset.tensors.items()}
+    mapped = map_names([r.prefixed(plan.prefixes[comp], "") for r in rules], source, "to_original")
+    kept = tuple(_whole_tensor(asset, n) for n in mapped.unmatched)
+    return SingleFilePlan(plan.family, plan.layout, mapped.targets + kept, (), prefixes=dict(plan.prefixes),
+                          extras=tuple(t.name for t in kept))
+
+
 def convert_layout(source: Path, output: Path, *, to: str, family: str | None = None,
                    config_dir: Path | None = None, dtype: str | None = None, variant: str | None = None,
                    drop_extras: bool = False, component: str | None = None, replace: Iterable[str] = (),
@@ -778,6 +810,12 @@ def convert_layout(source: Path, output: Path, *, to: str, family: str | None = 
                     TargetTensor(t.name[len(prefix):], t.dtype, t.shape, t.parts, t.transform) for t in keep), ())
             summary = write_single_file(splan, asset, Path(output), dtype=dtype, overwrite=overwrite)
             summary.update({"to": "single-file", "source": str(source), "output": str(output)})
+        elif not replace and not component and _diffusers_named_component(asset):
+            splan = _original_names_plan(plan_single_file_to_diffusers(asset, family=family, config_dir=config_dir),
+                                         asset)
+            summary = write_single_file(splan, asset, Path(output), dtype=dtype, overwrite=overwrite)
+            summary.update({"to": "single-file", "source": str(source), "output": str(output),
+                            "extras": list(splan.extras)})
         else:
             plan = plan_single_file_to_diffusers(asset, family=family, config_dir=config_dir)
             targets = [_whole_tensor(asset, n) for n in asset.tensors]
