@@ -122,11 +122,16 @@ def test_folder_loads_with_from_pretrained_without_missing_or_unexpected_keys(co
 
 
 @pytest.mark.parametrize(("family", "prefix"), CASES, ids=IDS)
-def test_original_diffusers_original_is_identical_prefix_included(converted, family, prefix):
-    orig, _, folder, back = converted[(family, prefix)]
+def test_round_trips_both_ways_are_identical_prefix_included(converted, tmp_path, family, prefix):
+    orig, config, folder, back = converted[(family, prefix)]
     assert file_tensors(back) == file_tensors(orig)
     # The sidecar records a prefix the way back would not restore by itself (layouts.json: control_model.).
     assert (folder / SIDECAR).is_file() == (prefix == "")
+    convert_layout(back, tmp_path / "again", to="diffusers", config_dir=config)
+    weights = "diffusion_pytorch_model.safetensors"
+    assert file_tensors(tmp_path / "again" / weights) == file_tensors(folder / weights)
+    convert_layout(tmp_path / "again", tmp_path / "again.safetensors", to="single-file")
+    assert file_tensors(tmp_path / "again.safetensors") == file_tensors(orig)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -184,3 +189,26 @@ def test_cli_both_ways_json(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["layout"] == "controlnet"
     assert file_tensors(tmp_path / "b.safetensors") == file_tensors(orig)
+
+
+@pytest.mark.parametrize("fixture_id", ["controlnet_sd15", "controlnet_sdxl", "controlnet_sdxl_unprefixed"])
+def test_full_size_names_and_shapes_equal_diffusers_converter(tmp_path, fixture_id):
+    """Full-size layouts (sparse files, headers only): our plan and diffusers' own ControlNet
+    converter (run on meta tensors) give the same names and shapes, except the SDXL
+    ``add_embedding`` that diffusers' converter does not produce."""
+    import torch
+    from diffusers.loaders import single_file_utils as sfu
+
+    from assetkit.convert import plan_single_file_to_diffusers
+    from assetkit.factory import make_fixture
+    from assetkit.formats import open_asset
+
+    with open_asset(make_fixture(fixture_id, tmp_path, full=True)) as asset:
+        plan = plan_single_file_to_diffusers(asset)
+        ckpt = {n: torch.empty(i.shape, dtype=torch.float16, device="meta") for n, i in asset.tensors.items()}
+    comp = plan.components["controlnet"]
+    theirs = {k: tuple(v.shape) for k, v in sfu.convert_controlnet_checkpoint(ckpt, comp.config).items()}
+    ours = {t.name: t.shape for t in comp.tensors}
+    family = "sdxl" if "sdxl" in fixture_id else "sd1"
+    assert set(ours) - set(theirs) == UNMAPPED_BY_DIFFUSERS.get(family, set())
+    assert {k: v for k, v in ours.items() if k in theirs} == theirs
