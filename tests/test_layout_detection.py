@@ -137,3 +137,25 @@ def test_sd2_768_v_or_512(tmp_path, layouts_dir, metadata, config_id, noted):
         plan = plan_single_file_to_diffusers(asset)
     assert (plan.family, plan.config_id) == ("sd2", config_id)
     assert any("prediction type not stated" in n for n in plan.notes) == noted
+
+
+def test_prefixed_vae_alone_comes_back_prefixed_and_replaces_without_double_prefix(tmp_path):
+    """A VAE-only file under ``first_stage_model.`` -> folder (the sidecar records the prefix) ->
+    the same names back; the folder baked into a checkpoint with ``--replace`` lands exactly on the
+    checkpoint's VAE names."""
+    from safetensors.numpy import load_file, save_file
+
+    from assetkit.factory.diffusers_models import save_tiny_sd1_pipeline
+
+    pipe = save_tiny_sd1_pipeline(tmp_path / "pipe", decisive_dims=False)
+    single = tmp_path / "sd1.safetensors"
+    convert_layout(pipe, single, to="single-file")
+    vae_only = tmp_path / "vae.safetensors"
+    save_file({k: v for k, v in load_file(str(single)).items() if k.startswith("first_stage_model.")}, str(vae_only))
+    convert_layout(vae_only, tmp_path / "vae", to="diffusers", config_dir=pipe / "vae")
+    convert_layout(tmp_path / "vae", tmp_path / "vae-back.safetensors", to="single-file")
+    assert file_tensors(tmp_path / "vae-back.safetensors") == file_tensors(vae_only)
+    summary = convert_layout(single, tmp_path / "baked.safetensors", to="single-file", config_dir=pipe,
+                             replace=[f"vae={tmp_path / 'vae'}"])
+    assert summary["replaced"] == {"vae": len(file_tensors(vae_only))}
+    assert file_tensors(tmp_path / "baked.safetensors") == file_tensors(single)
