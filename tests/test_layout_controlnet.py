@@ -212,3 +212,31 @@ def test_full_size_names_and_shapes_equal_diffusers_converter(tmp_path, fixture_
     family = "sdxl" if "sdxl" in fixture_id else "sd1"
     assert set(ours) - set(theirs) == UNMAPPED_BY_DIFFUSERS.get(family, set())
     assert {k: v for k, v in ours.items() if k in theirs} == theirs
+
+
+def test_loose_diffusers_named_controlnet_file(tmp_path):
+    """A lone diffusers-named ControlNet file -> ``control_model.*`` names that diffusers reads into
+    the same tensors; wrapped as a folder it goes back to the same ``control_model.*`` file (its
+    sidecar keeps the file's metadata but records no prefix: diffusers names have none to restore)."""
+    import shutil
+
+    import torch
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(2)
+    ControlNetModel.from_config(_config("sd2")).save_pretrained(str(tmp_path / "theirs"))
+    loose = tmp_path / "cn-diffusers.safetensors"
+    shutil.copy(tmp_path / "theirs" / "diffusion_pytorch_model.safetensors", loose)
+    want = file_tensors(loose)
+    summary = convert_layout(loose, tmp_path / "cn.safetensors", to="single-file", config_dir=tmp_path / "theirs")
+    assert summary["extras"] == []
+    single = file_tensors(tmp_path / "cn.safetensors")
+    assert len(single) == len(want) and all(n.startswith("control_model.") for n in single)
+    loaded = ControlNetModel.from_single_file(str(tmp_path / "cn.safetensors"), config=str(tmp_path / "theirs"),
+                                              local_files_only=True, low_cpu_mem_usage=False)
+    assert {k: tensor_key(v) for k, v in loaded.state_dict().items()} == want
+    convert_layout(loose, tmp_path / "wrapped", to="diffusers", config_dir=tmp_path / "theirs")
+    assert (tmp_path / "wrapped" / SIDECAR).is_file()
+    assert file_tensors(tmp_path / "wrapped" / "diffusion_pytorch_model.safetensors") == want
+    convert_layout(tmp_path / "wrapped", tmp_path / "back.safetensors", to="single-file")
+    assert file_tensors(tmp_path / "back.safetensors") == single

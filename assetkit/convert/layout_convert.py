@@ -253,7 +253,6 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         configs = catalogue_configs(config_id)
     components_spec: dict[str, list[str]] = dict(table["single_file"][layout])
     names = "diffusers" if result.layout == "diffusers" else "original"
-    prefixes = {c: p for c, (p, _) in components_spec.items()}  # where the way back puts them
     if names == "diffusers":
         components_spec = {c: ["", k] for c, (_, k) in components_spec.items()}
     if layout == "controlnet" and not any(n.startswith("control_model.") for n in source):
@@ -312,8 +311,7 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
     return DiffusersPlan(family=fam or layout, pipeline_class=model_index.get("_class_name"), model_index=model_index,
                          components=components, extras=extras, plain_metadata=plain, config_id=config_id,
                          layout=layout, notes=tuple(notes),
-                         prefixes=prefixes if names == "diffusers" else {c: p for c, (p, _) in components_spec.items()},
-                         names=names)
+                         prefixes={c: p for c, (p, _) in components_spec.items()}, names=names)
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -508,8 +506,9 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
             # The whole source was converted: keep what diffusers has no place for, and the name
             # prefixes when the way back would not restore them (a standalone component's sidecar
             # lies in its folder).
+            prefixes = plan.prefixes if plan.names == "original" else {}  # diffusers names: nothing to restore
             meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
-                    **{f"assetkit.prefix.{c}": p for c, p in plan.prefixes.items()},
+                    **{f"assetkit.prefix.{c}": p for c, p in prefixes.items()},
                     "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
             extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
                                    (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
@@ -526,7 +525,7 @@ def _prefixes_differ(plan: DiffusersPlan) -> bool:
     goes back to (``single_file`` in registry/layouts.json: ``control_model.`` for a ControlNet,
     none for a UNet or VAE alone)."""
     spec = _layouts()["single_file"].get(plan.layout, {})
-    return any(spec.get(c, [""])[0] != p for c, p in plan.prefixes.items())
+    return plan.names == "original" and any(spec.get(c, [""])[0] != p for c, p in plan.prefixes.items())
 
 
 def _clip_namings(plan: DiffusersPlan) -> dict[str, str]:
@@ -644,7 +643,7 @@ def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str
     if plan.layout == "sd2" and prediction != "v_prediction":
         architecture = "stable-diffusion-v2-512"
     family = plan.layout
-    if plan.layout in _STANDALONE:  # a component alone: its family's architecture + "/vae", "/controlnet"...
+    if plan.layout in ("vae", "unet", "controlnet"):  # alone: its family's architecture + "/vae"...
         family = plan.family if plan.family in arch else "sd1"
         architecture = f"{arch[family]}/{plan.layout}"
         size = {"sd2": 768, "sdxl": 1024, "sdxl-refiner": 1024}.get(family, 512)
@@ -754,11 +753,12 @@ def _original_names_plan(plan: DiffusersPlan, asset: Asset) -> SingleFilePlan:
     """A component file in diffusers names -> the same tensors under the original names (with the
     prefix registry/layouts.json gives that component alone); names no rule knows are kept as they are."""
     comp = plan.layout
-    rules = _rules_for(_layouts()["single_file"][comp][comp][1], plan.components[comp].config or {})
+    prefix, kind = _layouts()["single_file"][comp][comp]
+    rules = _rules_for(kind, plan.components[comp].config or {})
     source = {n: (i.dtype, i.shape) for n, i in asset.tensors.items()}
-    mapped = map_names([r.prefixed(plan.prefixes[comp], "") for r in rules], source, "to_original")
+    mapped = map_names([r.prefixed(prefix, "") for r in rules], source, "to_original")
     kept = tuple(_whole_tensor(asset, n) for n in mapped.unmatched)
-    return SingleFilePlan(plan.family, plan.layout, mapped.targets + kept, (), prefixes=dict(plan.prefixes),
+    return SingleFilePlan(plan.family, plan.layout, mapped.targets + kept, (), prefixes={comp: prefix},
                           extras=tuple(t.name for t in kept))
 
 
