@@ -240,3 +240,12 @@ def test_loose_diffusers_named_controlnet_file(tmp_path):
     assert file_tensors(tmp_path / "wrapped" / "diffusion_pytorch_model.safetensors") == want
     convert_layout(tmp_path / "wrapped", tmp_path / "back.safetensors", to="single-file")
     assert file_tensors(tmp_path / "back.safetensors") == single
+
+
+def test_drop_extras_says_the_prefix_is_not_kept(converted, tmp_path):
+    orig, config, _, _ = converted[("sd1", "")]
+    summary = convert_layout(orig, tmp_path / "clean", to="diffusers", config_dir=config, drop_extras=True)
+    assert not (tmp_path / "clean" / SIDECAR).exists()
+    assert any("controlnet: control_model." in n for n in summary["notes"])
+    convert_layout(tmp_path / "clean", tmp_path / "back.safetensors", to="single-file")
+    assert file_tensors(tmp_path / "back.safetensors") == {"control_model." + k: v for k, v in file_tensors(orig).items()}

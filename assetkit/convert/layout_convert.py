@@ -480,6 +480,10 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
         summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras) if components is None else [],
                                    "extras_dropped": bool(drop_extras), "family": plan.family,
                                    "config": plan.config_id, "notes": list(plan.notes)}
+        if drop_extras and _prefixes_differ(plan):
+            summary["notes"].append("--drop-extras: the source's name prefixes are not recorded; the way back writes "
+                                    "the usual ones (" + ", ".join(f"{c}: {_component_prefix(plan.layout, c) or 'none'}"
+                                                                   for c in plan.prefixes) + ")")
         if components is not None:
             summary["not_extracted"] = [c for c in plan.components if c not in chosen]
         for name in chosen:
