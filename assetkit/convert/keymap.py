@@ -7,9 +7,12 @@ names with one operation:
 
 * ``rename``: one tensor, same bytes, same shape;
 * ``squeeze``: one tensor, same bytes, the original has trailing 1x1 dims (1x1 conv <-> linear);
-* ``split``: one original tensor is N diffusers tensors, equal chunks along dim 0 (fused qkv);
-  the reverse is a concatenation;
-* ``transpose``: one 2-D tensor stored transposed (open_clip ``text_projection``).
+* ``split``: one original tensor is N diffusers tensors along dim 0 (fused qkv): equal chunks, or
+  the rows given by ``sizes`` (Flux single blocks' ``linear1``: q, k, v and the MLP input); the
+  reverse is a concatenation;
+* ``transpose``: one 2-D tensor stored transposed (open_clip ``text_projection``);
+* ``swap``: one tensor whose two halves along dim 0 are stored in the other order (SD3/Flux
+  ``adaLN_modulation``: shift, scale in the original, scale, shift in diffusers); its own inverse.
 
 Targets are described as byte ranges of source tensors (:class:`TargetTensor`), so splits and
 concatenations stream: nothing loads the model. :func:`check_rules` reports any name that maps to
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from ..errors import AssetkitError
 from ..formats.dtypes import nbytes_for
 
-OPS = ("rename", "squeeze", "split", "transpose")
+OPS = ("rename", "squeeze", "split", "transpose", "swap")
 DIRECTIONS = ("to_diffusers", "to_original")
 
 
@@ -36,10 +39,14 @@ class Rule:
     original: tuple[str, ...]
     diffusers: tuple[str, ...]
     op: str = "rename"
+    sizes: tuple[int, ...] = ()  #: a split's dim-0 sizes, one per diffusers name (empty: equal chunks)
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
             raise ValueError(f"unknown key-map operation {self.op!r}")
+        if self.sizes and (self.op != "split" or len(self.sizes) != len(self.diffusers)
+                           or any(n <= 0 for n in self.sizes)):
+            raise ValueError("sizes belong to a split rule: one positive size per diffusers name")
         if self.op == "split":
             if len(self.original) != 1 or len(self.diffusers) < 2:
                 raise ValueError("a split rule has one original name and several diffusers names")
@@ -53,7 +60,13 @@ class Rule:
         return self.diffusers if direction == "to_diffusers" else self.original
 
     def prefixed(self, original: str, diffusers: str) -> Rule:
-        return Rule(tuple(original + n for n in self.original), tuple(diffusers + n for n in self.diffusers), self.op)
+        return Rule(tuple(original + n for n in self.original), tuple(diffusers + n for n in self.diffusers), self.op,
+                    self.sizes)
+
+
+def split(original: str, diffusers: Sequence[str], sizes: Sequence[int] = ()) -> Rule:
+    """One fused original tensor <-> its diffusers parts along dim 0 (``sizes``: unequal parts)."""
+    return Rule((original,), tuple(diffusers), "split", tuple(sizes))
 
 
 def rename(original: str, diffusers: str | None = None) -> Rule:
@@ -166,23 +179,35 @@ def map_names(rules: Sequence[Rule], source: Mapping[str, tuple[str, tuple[int, 
                 raise KeyMapError(f"expected a 2-D tensor to transpose, found shape {list(shape)}", where=names[0])
             targets.append(TargetTensor(target_prefix + outs[0], dtype, (shape[1], shape[0]),
                                         _whole(names[0], nbytes_for(dtype, _numel(shape))), "transpose"))
+        elif rule.op == "swap":
+            shape = infos[0][1]
+            if not shape or shape[0] % 2:
+                raise KeyMapError(f"cannot swap the halves of shape {list(shape)}", where=names[0])
+            half = nbytes_for(dtype, _numel(shape) // 2)
+            targets.append(TargetTensor(target_prefix + outs[0], dtype, shape,
+                                        (SourcePart(names[0], half, 2 * half), SourcePart(names[0], 0, half))))
         elif direction == "to_diffusers":  # split along dim 0
             shape = infos[0][1]
-            n = len(outs)
-            if not shape or shape[0] % n:
-                raise KeyMapError(f"cannot split shape {list(shape)} into {n} equal parts", where=names[0])
-            part_shape = (shape[0] // n, *shape[1:])
-            size = nbytes_for(dtype, _numel(part_shape))
-            for i, out in enumerate(outs):
+            sizes = rule.sizes or ((shape[0] // len(outs),) * len(outs) if shape else ())
+            if not shape or sum(sizes) != shape[0]:
+                wanted = f"parts of {list(rule.sizes)} rows" if rule.sizes else f"{len(outs)} equal parts"
+                raise KeyMapError(f"cannot split shape {list(shape)} into {wanted}", where=names[0])
+            start = 0
+            for rows, out in zip(sizes, outs, strict=True):
+                part_shape = (rows, *shape[1:])
+                size = nbytes_for(dtype, _numel(part_shape))
                 targets.append(TargetTensor(target_prefix + out, dtype, part_shape,
-                                            (SourcePart(names[0], i * size, (i + 1) * size),)))
+                                            (SourcePart(names[0], start, start + size),)))
+                start += size
         else:  # concatenation along dim 0
             first = infos[0][1]
-            if any(info[1] != first for info in infos):
-                raise KeyMapError(f"tensors to concatenate have different shapes: {', '.join(names)}")
-            size = nbytes_for(dtype, _numel(first))
-            targets.append(TargetTensor(target_prefix + outs[0], dtype, (first[0] * len(names), *first[1:]),
-                                        tuple(SourcePart(n, 0, size) for n in names)))
+            rows = list(rule.sizes) or [first[0] if first else 0] * len(names)
+            if any(not info[1] or info[1][0] != r or info[1][1:] != first[1:] for info, r in zip(infos, rows, strict=True)):
+                wanted = f" (rows {rows})" if rule.sizes else ""
+                raise KeyMapError(f"tensors to concatenate have different shapes{wanted}: {', '.join(names)}")
+            targets.append(TargetTensor(target_prefix + outs[0], dtype, (sum(rows), *first[1:]),
+                                        tuple(SourcePart(n, 0, nbytes_for(dtype, _numel(info[1])))
+                                              for n, info in zip(names, infos, strict=True))))
     unmatched = tuple(n for n in source if n not in claimed)
     return Mapped(tuple(targets), unmatched, tuple(missing))
 

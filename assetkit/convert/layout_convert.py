@@ -25,6 +25,7 @@ from typing import Any
 from .. import catalogue
 from ..errors import AssetkitError
 from ..formats import Asset
+from . import transformer_layouts as transformers
 from .keymap import Mapped, Rule, SourcePart, TargetTensor, map_names
 from .layouts import clip_text_rules, controlnet_rules, open_clip_text_rules, unet_rules, vae_rules
 from .layouts.clip import diffusers_prefix
@@ -38,7 +39,7 @@ __all__ = ["SIDECAR", "ComponentPlan", "DiffusersPlan", "SingleFilePlan", "Sourc
 SIDECAR = "assetkit_extras.safetensors"
 _WEIGHTS = {"diffusers": "diffusion_pytorch_model", "transformers": "model"}
 #: Layouts of one component alone (written as a component folder, no model index).
-_STANDALONE = ("vae", "unet", "controlnet", "text_encoder")
+_STANDALONE = ("vae", "unet", "controlnet", "text_encoder", *transformers.LAYOUTS.values())
 _TEXT_RULES = ("clip", "open_clip", "open_clip_bare")
 
 
@@ -98,6 +99,8 @@ def _rules_for(kind: str, config: dict, source_names: Iterable[str] = (), target
     if kind == "open_clip_bare":  # a standalone open_clip text tower: the same names without ``model.``
         return [Rule(tuple(n.removeprefix("model.") for n in r.original), r.diffusers, r.op)
                 for r in open_clip_text_rules(config, target_prefix=target_prefix)]
+    if kind in transformers.RULES:
+        return transformers.RULES[kind][0](config)
     if kind == "clip":
         names = list(source_names)
         with_text_model = not names or any(n.startswith("transformer.text_model.") for n in names)
@@ -168,6 +171,8 @@ def _decisive_shapes(kind: str, config: Mapping[str, Any], prefix: str) -> dict[
         latent = config.get("latent_channels", 4)
         want["encoder.conv_in.weight"] = (channels[0], config.get("in_channels", 3), 3, 3)
         want["decoder.conv_in.weight"] = (channels[-1], latent, 3, 3)
+    elif kind in transformers.RULES:
+        want.update(transformers.RULES[kind][1](dict(config)))
     elif kind in _TEXT_RULES:
         hidden = config["hidden_size"]
         want[f"{prefix}embeddings.token_embedding.weight"] = (config.get("vocab_size", 49408), hidden)
@@ -235,6 +240,8 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         layout = fam
     elif kind in ("vae", "unet", "controlnet") and result.layout in (None, "original", "diffusers"):
         layout = kind  # diffusers names too: a loose diffusion_pytorch_model.safetensors
+    elif kind == "transformer" and fam in transformers.LAYOUTS and result.layout in ("original", "diffusers"):
+        layout = transformers.LAYOUTS[fam]  # an SD3/Flux transformer alone
     elif kind == "text_encoder" and any(n.startswith("transformer.resblocks.") for n in source):
         layout = "text_encoder"  # a bare open_clip text tower (OpenCLIP-H / bigG)
     else:
@@ -248,6 +255,9 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         row = by_width[str(width)]
         config_id = row["config"]
         configs = {"config.json": catalogue_configs(config_id)[f"{row['component']}/config.json"]}
+    elif configs is None and layout in transformers.LAYOUTS.values():
+        config_id = transformers.choose_config(fam, result.details, str(asset.path))
+        configs = catalogue_configs(config_id)
     elif configs is None:
         config_id = _choose_config(kind, fam, result.variant, result.prediction_type)
         configs = catalogue_configs(config_id)
@@ -261,6 +271,8 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         components_spec = {"unet": ["model.diffusion_model.", "unet"]}
     if layout == "vae" and any(n.startswith("first_stage_model.") for n in source):
         components_spec = {"vae": ["first_stage_model.", "vae"]}
+    if layout in transformers.LAYOUTS.values() and any(n.startswith("model.diffusion_model.") for n in source):
+        components_spec = {c: ["model.diffusion_model.", k] for c, (_, k) in components_spec.items()}
     standalone = layout in _STANDALONE
     model_index = {} if standalone else configs.get("model_index.json", {})
     components: dict[str, ComponentPlan] = {}
@@ -281,6 +293,10 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         missing.extend(mapped.missing)
         if not mapped.missing:
             _check_shapes(comp, rules_kind, config, mapped.targets, str(asset.path))
+        left = transformers.leftovers(rules_kind, mapped.unmatched, prefix) if rules_kind in transformers.RULES else []
+        if left:
+            raise LayoutError(f"the file has {len(left)} {comp} tensors the config has no place for (more blocks, or "
+                              f"a guidance embedder), e.g. {left[0]}: pass --config DIR with its own", where=str(asset.path))
         claimed.update(p.source for t in mapped.targets for p in t.parts)
         components[comp] = ComponentPlan(comp, config, {}, mapped.targets,
                                          library="transformers" if "architectures" in config else "diffusers")
@@ -552,7 +568,8 @@ def _layout_from_configs(configs: Mapping[str, Any], components: Iterable[str]) 
         if config.get("hidden_act") == "gelu" and "CLIPText" in "".join(config.get("architectures") or []):
             return "text_encoder"  # an OpenCLIP text tower in transformers naming
         cls = config.get("_class_name")
-        return {"AutoencoderKL": "vae", "UNet2DConditionModel": "unet", "ControlNetModel": "controlnet"}.get(cls, "")
+        return {"AutoencoderKL": "vae", "UNet2DConditionModel": "unet", "ControlNetModel": "controlnet",
+                **transformers.CLASS_LAYOUTS}.get(cls, "")
     if "text_encoder_2" in comps:
         return "sdxl" if "text_encoder" in comps else "sdxl-refiner"
     te = configs.get("text_encoder/config.json")
@@ -636,6 +653,8 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
 
 
 def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str]:
+    if plan.layout in transformers.LAYOUTS.values():
+        return transformers.modelspec(plan.layout, asset.configs.get("config.json") or {}, str(asset.path), digest)
     arch = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-768-v", "sdxl": "stable-diffusion-xl-v1-base",
             "sdxl-refiner": "stable-diffusion-xl-v1-refiner"}
     sched = asset.configs.get("scheduler/scheduler_config.json") or {}
@@ -746,18 +765,17 @@ def _replacement_tensors(spec: str, base_plan: DiffusersPlan, base: Asset) -> tu
 
 
 def _diffusers_named_component(asset: Asset) -> bool:
-    """A UNet, VAE or ControlNet alone, in diffusers names, as one file (not a folder)."""
+    """A UNet, VAE, ControlNet or SD3/Flux transformer alone, in diffusers names, as one file (not a folder)."""
     from ..probe import probe
 
     result = probe(asset)
-    return result.kind in ("unet", "vae", "controlnet") and result.layout == "diffusers"
+    return result.kind in ("unet", "vae", "controlnet", "transformer") and result.layout == "diffusers"
 
 
 def _original_names_plan(plan: DiffusersPlan, asset: Asset) -> SingleFilePlan:
     """A component file in diffusers names -> the same tensors under the original names (with the
     prefix registry/layouts.json gives that component alone); names no rule knows are kept as they are."""
-    comp = plan.layout
-    prefix, kind = _layouts()["single_file"][comp][comp]
+    ((comp, (prefix, kind)),) = _layouts()["single_file"][plan.layout].items()  # one component
     rules = _rules_for(kind, plan.components[comp].config or {})
     source = {n: (i.dtype, i.shape) for n, i in asset.tensors.items()}
     mapped = map_names([r.prefixed(prefix, "") for r in rules], source, "to_original")
