@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from assetkit.convert import SIDECAR
 from assetkit.convert.keymap import SourcePart, TargetTensor, check_rules, map_names
 from assetkit.convert.layout_convert import convert_layout
-from assetkit.convert.layouts import sd3_transformer_rules
+from assetkit.convert.layouts import flux_transformer_rules, sd3_transformer_rules
 from assetkit.factory import keys as K
 from assetkit.factory import materialize
 
@@ -202,3 +202,155 @@ def test_sd3_rules_map_inverse_is_identity(depth, qk, dual, dtype):
               "qk_norm": "rms_norm" if qk else None, "dual_attention_layers": list(range(min(dual, depth)))}
     assert_map_inverse_identity(sd3_transformer_rules(config),
                                 {n: (d.dtype, tuple(d.shape)) for n, d in layout.items()})
+
+
+# ---- Flux ------------------------------------------------------------------------------------
+#: A tiny Flux (width 32, two heads of 16, rope axes 4+6+6): factory ``flux`` arguments and config.
+FLUX_TINY = {"hidden": 32, "heads": 2, "depth": 1, "depth_single": 2, "in_channels": 4, "context_in": 32,
+             "vec_in": 16}
+FLUX_CASES = [(g, p) for g in (True, False) for p in PREFIXES]
+FLUX_IDS = [f"{'dev' if g else 'schnell'}-{'prefixed' if p else 'bare'}" for g, p in FLUX_CASES]
+
+
+def flux_config(guidance: bool) -> dict:
+    return {"num_layers": 1, "num_single_layers": 2, "attention_head_dim": 16, "num_attention_heads": 2,
+            "joint_attention_dim": 32, "pooled_projection_dim": 16, "in_channels": 4, "guidance_embeds": guidance,
+            "axes_dims_rope": [4, 6, 6]}
+
+
+def save_flux_config(config: dict, dest: Path) -> Path:
+    """The config folder, written by diffusers (the model built on the meta device: no weights)."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    with torch.device("meta"):
+        FluxTransformer2DModel.from_config(config).save_config(str(dest))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def flux_converted(tmp_path_factory):
+    from safetensors.numpy import save_file
+
+    out = {}
+    for guidance, prefix in FLUX_CASES:
+        root = tmp_path_factory.mktemp("flux")
+        config = save_flux_config(flux_config(guidance), root / "config")
+        orig = root / "flux.safetensors"
+        save_file(materialize(K.flux(guidance=guidance, prefix=prefix, **FLUX_TINY), shrink=False, seed=4), str(orig))
+        convert_layout(orig, root / "diffusers", to="diffusers", config_dir=config)
+        convert_layout(root / "diffusers", root / "back.safetensors", to="single-file")
+        out[(guidance, prefix)] = (orig, config, root / "diffusers", root / "back.safetensors")
+    return out
+
+
+@pytest.mark.parametrize(("guidance", "prefix"), FLUX_CASES, ids=FLUX_IDS)
+def test_flux_folder_loads_with_from_pretrained_and_round_trips(flux_converted, tmp_path, guidance, prefix):
+    from diffusers import FluxTransformer2DModel
+
+    orig, config, folder, back = flux_converted[(guidance, prefix)]
+    model, info = FluxTransformer2DModel.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False,
+                                                         output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == [] and info["mismatched_keys"] == []
+    ours = file_tensors(folder / WEIGHTS)
+    assert {k: tensor_key(v) for k, v in model.state_dict().items()} == ours
+    assert file_tensors(back) == file_tensors(orig)
+    assert (folder / SIDECAR).is_file() == (prefix != "")
+    convert_layout(back, tmp_path / "again", to="diffusers", config_dir=config)
+    assert file_tensors(tmp_path / "again" / WEIGHTS) == ours
+
+
+def _narrow_flux(guidance: bool) -> dict:
+    """Flux at the released widths along dim 0 (3072, q/k/v + 4 x 3072 MLP in ``linear1``), one
+    double and one single block, inputs narrowed: what diffusers' Flux converter (which hard-codes
+    the width) can split, small enough to hold in memory."""
+    from assetkit.factory.layouts import replace_shape
+
+    layout = K.flux(guidance=guidance, depth=1, depth_single=1, context_in=8, vec_in=8, dtype="BF16")
+    for name, decl in list(layout.items()):
+        if len(decl.shape) == 2 and decl.shape[1] > 256 and not name.startswith("final_layer."):
+            layout = replace_shape(layout, name, (decl.shape[0], 2))
+    return layout
+
+
+@pytest.mark.parametrize("guidance", [True, False], ids=["dev", "schnell"])
+def test_flux_folder_equals_diffusers_flux_converter(tmp_path, guidance):
+    import torch
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+    from safetensors.torch import load_file, save_file
+
+    from assetkit.factory.writers import to_torch
+
+    layout = _narrow_flux(guidance)
+    orig = tmp_path / "flux.safetensors"
+    save_file(to_torch(layout, materialize(layout, shrink=False, seed=5)), str(orig))
+    config = {"num_layers": 1, "num_single_layers": 1, "joint_attention_dim": 8, "pooled_projection_dim": 8,
+              "guidance_embeds": guidance}
+    save_flux_config(config, tmp_path / "config")
+    convert_layout(orig, tmp_path / "ours", to="diffusers", config_dir=tmp_path / "config")
+    theirs = convert_flux_transformer_checkpoint_to_diffusers(load_file(str(orig)))
+    assert file_tensors(tmp_path / "ours" / WEIGHTS) == {k: tensor_key(v) for k, v in theirs.items()}
+    assert theirs["single_transformer_blocks.0.proj_mlp.weight"].shape == torch.Size([4 * 3072, 2])
+    convert_layout(tmp_path / "ours", tmp_path / "back.safetensors", to="single-file")
+    assert file_tensors(tmp_path / "back.safetensors") == file_tensors(orig)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(depth=st.integers(0, 3), single=st.integers(0, 3), heads=st.integers(1, 4), head=st.sampled_from([4, 8]),
+       guidance=st.booleans(), dtype=st.sampled_from(["F32", "F16", "BF16"]))
+def test_flux_rules_map_inverse_is_identity(depth, single, heads, head, guidance, dtype):
+    layout = K.flux(guidance=guidance, depth=depth, depth_single=single, hidden=heads * head, heads=heads,
+                    in_channels=4, context_in=8, vec_in=8, dtype=dtype)
+    config = {"num_layers": depth, "num_single_layers": single, "num_attention_heads": heads,
+              "attention_head_dim": head, "guidance_embeds": guidance}
+    assert_map_inverse_identity(flux_transformer_rules(config),
+                                {n: (d.dtype, tuple(d.shape)) for n, d in layout.items()})
+
+
+# ---- full size: headers only -----------------------------------------------------------------
+FULL = {
+    "sd3-medium": lambda: K.mmdit(**K.MMDIT_CONFIGS["sd3-medium"]),
+    "sd3.5-medium": lambda: K.mmdit(**K.MMDIT_CONFIGS["sd3.5-medium"], prefix=""),
+    "sd3.5-large": lambda: K.mmdit(**K.MMDIT_CONFIGS["sd3.5-large"]),
+    "flux-dev": lambda: K.flux(),
+    "flux-schnell": lambda: K.flux(guidance=False, prefix="model.diffusion_model."),
+    "flux-depth": lambda: _with_out_channels(K.flux(in_channels=128)),
+    "flux-fill": lambda: _with_out_channels(K.flux(in_channels=384)),
+}
+
+
+def _with_out_channels(layout: dict) -> dict:
+    """FLUX.1 Fill/Depth: wider input, the usual 64 output channels."""
+    from assetkit.factory.layouts import replace_shape
+
+    layout = replace_shape(layout, "final_layer.linear.weight", (64, 3072))
+    return replace_shape(layout, "final_layer.linear.bias", (64,))
+
+
+@pytest.mark.parametrize("config_id", list(FULL))
+def test_full_size_plan_picks_the_catalogue_config_and_equals_diffusers(tmp_path, config_id):
+    """A zero-filled sparse file of the released layout: the probe's model picks the catalogue
+    config (no --config), and the plan's names and shapes equal both diffusers' own converter run
+    on meta tensors and the state dict of the model that config builds."""
+    import torch
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+    from diffusers.loaders import single_file_utils as sfu
+
+    from assetkit.convert import plan_single_file_to_diffusers
+    from assetkit.factory import write_sparse_safetensors
+    from assetkit.formats import open_asset
+
+    path = write_sparse_safetensors(FULL[config_id](), tmp_path / f"{config_id}.safetensors")
+    with open_asset(path) as asset:
+        plan = plan_single_file_to_diffusers(asset)
+        ckpt = {n: torch.empty(i.shape, dtype=torch.bfloat16, device="meta") for n, i in asset.tensors.items()}
+    assert plan.config_id == config_id and plan.extras == () and list(plan.components) == ["transformer"]
+    comp = plan.components["transformer"]
+    sd3 = config_id.startswith("sd3")
+    convert = sfu.convert_sd3_transformer_checkpoint_to_diffusers if sd3 else \
+        sfu.convert_flux_transformer_checkpoint_to_diffusers
+    ours = {t.name: t.shape for t in comp.tensors}
+    assert ours == {k: tuple(v.shape) for k, v in convert(ckpt).items()}
+    with torch.device("meta"):
+        model = (SD3Transformer2DModel if sd3 else FluxTransformer2DModel).from_config(comp.config)
+    assert ours == {k: tuple(v.shape) for k, v in model.state_dict().items()}

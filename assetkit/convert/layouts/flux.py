@@ -75,5 +75,7 @@ def flux_decisive_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Diffusers tensor shapes the config fixes (width, input channels, context width)."""
     width = _width(config)
     patch = int(config.get("patch_size", 1))
-    return {"x_embedder.weight": (width, int(config.get("in_channels", 64)) * patch * patch),
-            "context_embedder.weight": (width, int(config.get("joint_attention_dim", 4096)))}
+    channels = int(config.get("in_channels", 64))
+    return {"x_embedder.weight": (width, channels * patch * patch),
+            "context_embedder.weight": (width, int(config.get("joint_attention_dim", 4096))),
+            "proj_out.weight": (int(config.get("out_channels") or channels) * patch * patch, width)}

@@ -73,4 +73,5 @@ def sd3_decisive_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     patch = int(config.get("patch_size", 2))
     return {"pos_embed.proj.weight": (width, int(config.get("in_channels", 16)), patch, patch),
             "context_embedder.weight": (int(config.get("caption_projection_dim", 1152)),
-                                        int(config.get("joint_attention_dim", 4096)))}
+                                        int(config.get("joint_attention_dim", 4096))),
+            "proj_out.weight": (patch * patch * int(config.get("out_channels") or config.get("in_channels", 16)), width)}
