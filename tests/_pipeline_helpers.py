@@ -6,6 +6,7 @@ import json
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,18 @@ def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def assemble_and_smoke(spec_path: Path) -> tuple[Any, Any]:
+    """(the assembled pipeline, the smoke result) of a spec file, on the CPU."""
+    from assetkit.pipeline.assemble import assemble
+    from assetkit.pipeline.smoke import smoke
+    from assetkit.pipeline.sources import resolve
+    from assetkit.pipeline.spec import load_spec
+
+    spec = load_spec(spec_path)
+    assembled = assemble(spec, {role: resolve(name, spec.root) for role, name in spec.components()}, device="cpu")
+    return assembled, smoke(assembled, spec)
 
 
 def _set_config(path: Path, **values: object) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _pipeline_helpers import task_assets, write_spec  # noqa: F401 - fixture
+from _pipeline_helpers import assemble_and_smoke, task_assets, write_spec  # noqa: F401 - fixture
 
 from assetkit.pipeline import lock_spec, parse_spec
 from assetkit.pipeline.compat import compat_paths
@@ -63,3 +63,94 @@ def test_mismatched_ip_adapter_is_a_finding(task_assets, adapter: str, encoder: 
     hits = [f for f in report.findings if f.code == code]
     assert not report.ok and len(hits) == 1 and words in hits[0].message, report.findings
     assert hits[0].severity == "error"
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from assetkit.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.slow
+def test_spec_lock_check_with_ip_adapter_passes_on_cpu(task_assets, tmp_path: Path) -> None:  # noqa: F811
+    import json
+
+    a = task_assets
+    spec = write_spec(tmp_path, f"base: {a['sd1']}\nip_adapter: {{name: {a['ip_adapter.safetensors']}, scale: 0.8, "
+                                f"image_encoder: {a['encoder']}}}\nsmoke: {{steps: 2, height: 32, width: 32}}\n")
+    assert _cli("lock", str(spec)).exit_code == 0
+    result = _cli("check", str(tmp_path / "spec.lock"), "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["ok"] and set(doc["suites"]) == {"lock", "validate", "compatibility", "smoke"}
+    labels = [i["label"] for i in doc["smoke"]["images"]]
+    assert labels == ["output", "IP-Adapter image", "without IP-Adapter"]
+    assert doc["compatibility"]["components"]["ip_adapter"]["context_dim"] == 768
+
+
+def test_mismatched_ip_adapter_fails_before_loading(task_assets, tmp_path: Path) -> None:  # noqa: F811
+    from assetkit.pipeline.gate import run_check
+
+    a = task_assets
+    spec = write_spec(tmp_path, f"base: {a['sd1']}\nip_adapter: {{name: {a['ip_adapter_1024.safetensors']}, "
+                                f"image_encoder: {a['encoder']}}}\n")
+    result = run_check(spec, device="cpu")
+    assert not result.ok
+    assert "ip-adapter-mismatch" in {f.code for f in result.suites["compatibility"]}
+    assert [f.code for f in result.suites["smoke"]] == ["smoke-not-run"]  # nothing was loaded
+    assert result.smoke is None
+
+
+@pytest.mark.slow
+def test_ip_adapter_smoke_equals_plain_diffusers_and_changes_the_output(task_assets, tmp_path: Path) -> None:  # noqa: F811
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from PIL import Image
+    from transformers import CLIPVisionModelWithProjection
+
+
+    a = task_assets
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    spec_path = write_spec(tmp_path, f"base: {a['sd1']}\nip_adapter: {{name: {a['ip_adapter.safetensors']}, "
+                                     f"scale: 0.7, image_encoder: {a['encoder']}}}\n"
+                                     "smoke: {prompt: a dog, steps: 2, seed: 4, ip_adapter_image: ref.png, height: 32, "
+                                     "width: 32}\n")
+    _assembled, result = assemble_and_smoke(spec_path)
+    assert result.ok, result.findings
+    images = {i.label: i.array for i in result.images}
+    # the adapter changes the image, and the base image (adapter unloaded) is diffusers' own without it
+    assert np.abs(images["output"] - images["without IP-Adapter"]).max() > 1e-2
+    oracle = StableDiffusionPipeline.from_pretrained(
+        str(a["sd1"]), local_files_only=True,
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(str(a["encoder"]), local_files_only=True))
+    oracle.set_progress_bar_config(disable=True)
+
+    def run(**extra):
+        return oracle("a dog", num_inference_steps=2, guidance_scale=5.0, height=32, width=32, output_type="np",
+                      generator=torch.Generator("cpu").manual_seed(4), **extra).images[0]
+
+    plain = run()
+    assert np.abs(images["without IP-Adapter"] - plain).max() < 1e-4
+    oracle.load_ip_adapter(str(a["ip_adapter.safetensors"].parent), subfolder="",
+                           weight_name=a["ip_adapter.safetensors"].name, image_encoder_folder=None)
+    oracle.set_ip_adapter_scale(0.7)
+    expected = run(ip_adapter_image=Image.open(tmp_path / "ref.png").convert("RGB"))
+    assert np.abs(images["output"] - expected).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_ip_adapter_that_does_nothing_is_found(task_assets, tmp_path: Path) -> None:  # noqa: F811
+    from assetkit.factory.task_assets import save_tiny_ip_adapter
+    from assetkit.pipeline.gate import run_check
+
+    a = task_assets
+    zero = save_tiny_ip_adapter(a["sd1"], tmp_path / "zero.safetensors", strength=0.0)
+    spec = write_spec(tmp_path, f"base: {a['sd1']}\nip_adapter: {{name: {zero}, image_encoder: {a['encoder']}}}\n"
+                                "smoke: {steps: 1, height: 32, width: 32}\n")
+    result = run_check(spec, device="cpu")
+    codes = [f.code for f in result.suites["smoke"] if f.failing]
+    assert codes == ["ip-adapter-no-effect"], result.suites["smoke"]

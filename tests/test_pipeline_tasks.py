@@ -4,8 +4,10 @@ exactly as a plain diffusers pipeline of the same components runs them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from _pipeline_helpers import task_assets, write_spec  # noqa: F401 - fixture
+from _pipeline_helpers import assemble_and_smoke, task_assets, write_spec  # noqa: F401 - fixture
 
 from assetkit.pipeline import SpecError, parse_spec
 from assetkit.pipeline.compat import compat_paths
@@ -59,3 +61,79 @@ def test_task_against_the_base(task_assets, base: str, task: str | None, expecte
         assert report.ok and not mismatches, report.findings
     else:
         assert not report.ok and len(mismatches) == 1 and problem in mismatches[0].message, mismatches
+
+
+def _write_png(path: Path, array) -> Path:
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+    return path
+
+
+def _generator():
+    import torch
+
+    return torch.Generator("cpu").manual_seed(3)
+
+
+@pytest.mark.slow
+def test_image_to_image_smoke_equals_plain_diffusers(task_assets, tmp_path: Path) -> None:  # noqa: F811
+    import numpy as np
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    _write_png(tmp_path / "in.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    spec = write_spec(tmp_path, f"base: {task_assets['sd1']}\n"
+                                "smoke: {prompt: a red house, steps: 4, seed: 3, init_image: in.png, strength: 0.6, height: 32, "
+                                "width: 32}\n")
+    assembled, result = assemble_and_smoke(spec)
+    assert result.ok, result.findings
+    assert type(assembled.pipe).__name__ == "StableDiffusionImg2ImgPipeline" and assembled.task == "image-to-image"
+    assert [i.label for i in result.images] == ["output", "init image"]
+    oracle = StableDiffusionImg2ImgPipeline.from_pretrained(str(task_assets["sd1"]), local_files_only=True)
+    oracle.set_progress_bar_config(disable=True)
+    expected = oracle("a red house", image=Image.open(tmp_path / "in.png").convert("RGB"), strength=0.6,
+                      num_inference_steps=4, guidance_scale=5.0, generator=_generator(), output_type="np").images[0]
+    np.testing.assert_allclose(result.images[0].array, expected, atol=1e-4, rtol=0)
+    assert np.abs(result.images[0].array - expected).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_inpainting_smoke_equals_plain_diffusers(task_assets, tmp_path: Path) -> None:  # noqa: F811
+    import numpy as np
+    from diffusers import StableDiffusionInpaintPipeline
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    _write_png(tmp_path / "in.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[4:20, 8:28] = 255
+    _write_png(tmp_path / "mask.png", mask)
+    # no task: the 9-channel UNet makes it inpainting
+    spec = write_spec(tmp_path, f"base: {task_assets['inpaint']}\n"
+                                "smoke: {prompt: a cat, steps: 3, seed: 3, init_image: in.png, mask_image: mask.png, "
+                                "strength: 0.9, height: 32, width: 32}\n")
+    assembled, result = assemble_and_smoke(spec)
+    assert result.ok, result.findings
+    assert type(assembled.pipe).__name__ == "StableDiffusionInpaintPipeline"
+    oracle = StableDiffusionInpaintPipeline.from_pretrained(str(task_assets["inpaint"]), local_files_only=True)
+    oracle.set_progress_bar_config(disable=True)
+    expected = oracle("a cat", image=Image.open(tmp_path / "in.png").convert("RGB"),
+                      mask_image=Image.open(tmp_path / "mask.png").convert("L"), height=32, width=32, strength=0.9,
+                      num_inference_steps=3, guidance_scale=5.0, generator=_generator(), output_type="np").images[0]
+    assert np.abs(result.images[0].array - expected).max() < 1e-4
+    # the smoke image is not the init image passed through: the masked part was generated
+    assert np.abs(result.images[0].array - np.asarray(Image.open(tmp_path / "in.png"), dtype="float32") / 255).max() > 0.1
+
+
+def test_unreadable_mask_is_a_smoke_input_finding(task_assets, tmp_path: Path) -> None:  # noqa: F811
+    from assetkit.pipeline.gate import run_check
+
+    (tmp_path / "mask.png").write_bytes(b"not a png at all")
+    spec = write_spec(tmp_path, f"base: {task_assets['inpaint']}\nsmoke: {{steps: 1, mask_image: mask.png}}\n")
+    result = run_check(spec, device="cpu")
+    assert not result.ok
+    codes = [(f.code, f.where) for f in result.suites["smoke"]]
+    assert codes == [("smoke-input", "smoke.mask_image")], result.suites["smoke"]
+    assert str(tmp_path / "mask.png") in result.suites["smoke"][0].message
