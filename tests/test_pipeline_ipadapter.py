@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _pipeline_helpers import assemble_and_smoke, task_assets, write_spec  # noqa: F401 - fixture
 
@@ -154,3 +155,55 @@ def test_ip_adapter_that_does_nothing_is_found(task_assets, tmp_path: Path) -> N
     result = run_check(spec, device="cpu")
     codes = [f.code for f in result.suites["smoke"] if f.failing]
     assert codes == ["ip-adapter-no-effect"], result.suites["smoke"]
+
+
+def _rewrite(src: Path, dest: Path, edit) -> Path:
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(src))
+    edit(tensors)
+    save_file(tensors, str(dest))
+    return dest
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda t: [t.pop(k) for k in [k for k in t if k.startswith("ip_adapter.7.")]],
+     "the IP-Adapter has 3 cross-attention layers, the base UNet 4 (attn2 modules)"),
+    (lambda t: t.update({k: np.zeros((64, 768), np.float32) for k in ("ip_adapter.1.to_k_ip.weight",
+                                                                       "ip_adapter.1.to_v_ip.weight")}),
+     "IP-Adapter layer widths 2 x 32, 2 x 64 != the base's cross-attention layers 3 x 32, 1 x 64 "
+     "(to_k_ip.weight rows vs attn2.to_q.weight columns)"),
+])
+def test_ip_adapter_layers_against_the_base(task_assets, tmp_path: Path, edit, words: str) -> None:  # noqa: F811
+    a = task_assets
+    broken = _rewrite(a["ip_adapter.safetensors"], tmp_path / "broken.safetensors", edit)
+    report = compat_paths(parse_spec(f"base: {a['sd1']}\nip_adapter: {{name: {broken}, image_encoder: {a['encoder']}}}\n"))
+    hits = [f.message for f in report.findings if f.code == "ip-adapter-mismatch"]
+    assert hits == [words], report.findings
+
+
+@pytest.mark.slow
+def test_pickle_ip_adapter_is_converted_not_unpickled(task_assets, tmp_path: Path) -> None:  # noqa: F811
+    import torch
+    from safetensors.torch import load_file
+
+    from assetkit.pipeline.ip_adapter_load import as_safetensors
+
+    a = task_assets
+    flat = load_file(str(a["ip_adapter.safetensors"]))
+    nested = {group: {k.removeprefix(group + "."): v for k, v in flat.items() if k.startswith(group + ".")}
+              for group in ("image_proj", "ip_adapter")}
+    torch.save(nested, tmp_path / "ip.bin")  # as the released ip-adapter_sd15.bin
+    converted = as_safetensors(tmp_path / "ip.bin", tmp_path / "work")
+    assert converted.suffix == ".safetensors" and converted.parent == tmp_path / "work"
+    again = load_file(str(converted))
+    assert sorted(again) == sorted(flat) and all(torch.equal(again[k], flat[k]) for k in flat)
+    assert as_safetensors(a["ip_adapter.safetensors"], tmp_path / "work") == a["ip_adapter.safetensors"]
+    outputs = []
+    for name in ("ip.bin", a["ip_adapter.safetensors"]):
+        spec = write_spec(tmp_path, f"base: {a['sd1']}\nip_adapter: {{name: {name}, image_encoder: {a['encoder']}}}\n"
+                                    "smoke: {steps: 1, height: 32, width: 32}\n")
+        _assembled, result = assemble_and_smoke(spec)
+        assert result.ok, result.findings
+        outputs.append(result.images[0].array)
+    assert np.array_equal(outputs[0], outputs[1])

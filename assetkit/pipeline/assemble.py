@@ -164,7 +164,7 @@ def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdi
     if spec.ip_adapter is not None:
         from .ip_adapter_load import load_ip_adapter
 
-        plain_processors = load_ip_adapter(pipe, Path(sources["ip_adapter"].path), spec.ip_adapter.scale)
+        plain_processors = load_ip_adapter(pipe, Path(sources["ip_adapter"].path), spec.ip_adapter.scale, workdir)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return Assembled(pipe, device, dtype, adapters, [lora.scale for lora in spec.loras],

@@ -4,7 +4,8 @@ transformers are imported inside the functions).
 The image encoder is a local ``CLIPVisionModelWithProjection`` folder handed to the pipeline as
 its ``image_encoder`` component; the adapter is a local file given to diffusers'
 ``load_ip_adapter`` (``local_files_only=True``, the encoder already in place so that nothing else
-is looked up), then its scale is set.
+is looked up), then its scale is set. A pickle adapter (the released ``.bin`` files) is converted
+to safetensors first by assetkit's own reader, so that diffusers never unpickles it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,23 @@ def load_image_encoder(sources: dict[str, Any], torch_dtype: Any) -> tuple[Path,
     return folder, model
 
 
-def load_ip_adapter(pipe: Any, path: Path, scale: float) -> dict[str, Any]:
+def as_safetensors(path: Path, workdir: Path) -> Path:
+    """``path`` when it is a safetensors file named so (diffusers goes by the suffix), else its
+    conversion under ``workdir`` (once per size and modification time)."""
+    from ..convert import convert_file
+    from ..formats import sniff_path
+
+    if path.suffix == ".safetensors" and sniff_path(path) == "safetensors":
+        return path
+    stat = path.stat()
+    out = workdir / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.safetensors"
+    if not out.is_file():
+        workdir.mkdir(parents=True, exist_ok=True)
+        convert_file(path, out)
+    return out
+
+
+def load_ip_adapter(pipe: Any, path: Path, scale: float, workdir: Path) -> dict[str, Any]:
     """Load the IP-Adapter file ``path`` into ``pipe`` at ``scale``; returns the UNet's attention
     processors from before (the smoke stage puts them back to see the base image)."""
     from ..formats import open_asset
@@ -46,6 +63,7 @@ def load_ip_adapter(pipe: Any, path: Path, scale: float) -> dict[str, Any]:
     if projection is not None and projection.reads is None:
         raise AssetkitError("ip_adapter: a FaceID IP-Adapter reads face embeddings (insightface), which a smoke "
                             "run cannot make from an image", where=str(path))
+    path = as_safetensors(path, workdir)
     plain = dict(pipe.unet.attn_processors)
     try:
         pipe.load_ip_adapter(str(path.parent), subfolder="", weight_name=path.name, image_encoder_folder=None,
