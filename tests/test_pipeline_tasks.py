@@ -137,3 +137,13 @@ def test_unreadable_mask_is_a_smoke_input_finding(task_assets, tmp_path: Path) -
     codes = [(f.code, f.where) for f in result.suites["smoke"]]
     assert codes == [("smoke-input", "smoke.mask_image")], result.suites["smoke"]
     assert str(tmp_path / "mask.png") in result.suites["smoke"][0].message
+
+
+def test_controlnet_on_an_inpainting_base_is_unsupported(task_assets, tmp_path: Path) -> None:  # noqa: F811
+    from assetkit.factory.pipeline_assets import save_tiny_controlnet
+
+    controlnet = save_tiny_controlnet(task_assets["sd1"], tmp_path / "cn")
+    report = compat_paths(parse_spec(f"base: {task_assets['inpaint']}\ncontrolnets: [{controlnet}]\n"))
+    hits = [f.message for f in report.findings if f.code == "task-unsupported"]
+    assert hits == ["ControlNets are smoke-tested with text-to-image only; the task is inpainting (decided by the "
+                    "base UNet)"], report.findings

@@ -375,7 +375,7 @@ def check_compatibility(spec: Any, sources: dict[str, Any]) -> CompatReport:
                                     "vision model folder) to turn smoke.ip_adapter_image into image tokens",
                                     "ip_adapter"))
     if out.base["denoiser"] == "unet":
-        task, findings = task_findings(spec.task, base_unet)
+        task, findings = task_findings(spec.task, base_unet, controlnets=len(spec.controlnets))
         out.base |= {"task": task, "pipeline": AUTO_PIPELINES[task]}
         out.findings.extend(findings)
     _scheduler_check(spec, parts, base_result.prediction_type, out)

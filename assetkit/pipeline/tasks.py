@@ -32,13 +32,19 @@ def resolve_task(requested: str | None, in_channels: int | None, out_channels: i
     return "inpainting" if is_inpaint_unet(in_channels, out_channels) else "text-to-image"
 
 
-def task_findings(requested: str | None, unet: Any, where: str = "task") -> tuple[str, list[Finding]]:
-    """(the task, a ``task-mismatch`` finding for each way the base UNet cannot run it).
+def task_findings(requested: str | None, unet: Any, where: str = "task", *,
+                  controlnets: int = 0) -> tuple[str, list[Finding]]:
+    """(the task, a ``task-mismatch`` finding for each way the base UNet cannot run it, and a
+    ``task-unsupported`` one for ControlNets on an image task).
 
     ``unet``: :class:`assetkit.pipeline.compat.UNetFacts` of the base (in/out channels with the key
     that gave them)."""
     task = resolve_task(requested, unet.in_channels, unet.out_channels)
     findings: list[Finding] = []
+    if controlnets and task != "text-to-image":
+        findings.append(Finding("task-unsupported", "error",
+                                f"ControlNets are smoke-tested with text-to-image only; the task is {task}"
+                                f"{'' if requested else ' (decided by the base UNet)'}", where))
     cin, cout = unet.in_channels, unet.out_channels
     if cin is None or cout is None:
         return task, findings
