@@ -207,3 +207,30 @@ def test_pickle_ip_adapter_is_converted_not_unpickled(task_assets, tmp_path: Pat
         assert result.ok, result.findings
         outputs.append(result.images[0].array)
     assert np.array_equal(outputs[0], outputs[1])
+
+
+def test_full_size_ip_adapters_against_full_size_bases(tmp_path: Path) -> None:
+    import time
+
+    from assetkit.factory import make_fixture
+
+    for fixture in ("sd15", "sdxl_base", "ip_adapter_sd15", "ip_adapter_sdxl"):
+        make_fixture(fixture, tmp_path, "safetensors", full=True)  # sparse: shapes of the real releases
+
+    def ip_findings(base: str, adapter: str) -> tuple[dict, list[str]]:
+        report = compat_paths(parse_spec(f"base: {tmp_path}/{base}.safetensors\n"
+                                         f"ip_adapter: {tmp_path}/{adapter}.safetensors\n"))
+        codes = {f.code for f in report.findings} - {"image-encoder-missing"}  # no full-size CLIP-H layout
+        return report.components["ip_adapter"], sorted(codes)
+
+    started = time.perf_counter()
+    facts, codes = ip_findings("sd15", "ip_adapter_sd15")
+    assert codes == [] and (facts["layers"], facts["context_dim"], facts["image_input_width"]) == (16, 768, 1024)
+    facts, codes = ip_findings("sdxl_base", "ip_adapter_sdxl")
+    assert codes == [] and (facts["layers"], facts["context_dim"], facts["image_input_width"]) == (70, 2048, 1280)
+    assert time.perf_counter() - started < 10  # headers only
+    report = compat_paths(parse_spec(f"base: {tmp_path}/sd15.safetensors\n"
+                                     f"ip_adapter: {tmp_path}/ip_adapter_sdxl.safetensors\n"))
+    messages = [f.message for f in report.findings if f.code == "ip-adapter-mismatch"]
+    assert messages[0].startswith("IP-Adapter cross-attention width 2048") and messages[0].endswith("!= base 768")
+    assert messages[1] == "the IP-Adapter has 70 cross-attention layers, the base UNet 16 (attn2 modules)"
