@@ -6,6 +6,7 @@ import json
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,18 @@ def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def assemble_and_smoke(spec_path: Path) -> tuple[Any, Any]:
+    """(the assembled pipeline, the smoke result) of a spec file, on the CPU."""
+    from assetkit.pipeline.assemble import assemble
+    from assetkit.pipeline.smoke import smoke
+    from assetkit.pipeline.sources import resolve
+    from assetkit.pipeline.spec import load_spec
+
+    spec = load_spec(spec_path)
+    assembled = assemble(spec, {role: resolve(name, spec.root) for role, name in spec.components()}, device="cpu")
+    return assembled, smoke(assembled, spec)
 
 
 def _set_config(path: Path, **values: object) -> None:
@@ -56,4 +69,30 @@ def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         shutil.copytree(p["sd1"], p["sd1_vpred"])
         _set_config(p["sd1_vpred"] / "scheduler" / "scheduler_config.json", prediction_type="v_prediction")
         copy_with_nan(p["sd1"], p["sd1_nan"])
+    return p
+
+
+@pytest.fixture(scope="session")
+def task_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """name -> path for the IP-Adapter and task tests: an SD1 pipeline and its inpainting sibling
+    (9-channel UNet), a CLIP image encoder (32-wide embeddings) and one 64 wide, an IP-Adapter for
+    the SD1 UNet and one of cross-attention width 1024 (SD2's)."""
+    from assetkit.factory.diffusers_models import save_tiny_sd1_pipeline
+    from assetkit.factory.task_assets import (
+        save_tiny_image_encoder,
+        save_tiny_inpaint_pipeline,
+        save_tiny_ip_adapter,
+    )
+
+    root = tmp_path_factory.mktemp("task-assets")
+    p = {name: root / name for name in ("sd1", "inpaint", "encoder", "encoder_64", "ip_adapter.safetensors",
+                                        "ip_adapter_1024.safetensors")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_tiny_sd1_pipeline(p["sd1"])
+        save_tiny_inpaint_pipeline(p["inpaint"])
+        save_tiny_image_encoder(p["encoder"])
+        save_tiny_image_encoder(p["encoder_64"], projection_dim=64)
+        save_tiny_ip_adapter(p["sd1"], p["ip_adapter.safetensors"])
+        save_tiny_ip_adapter(p["sd1"], p["ip_adapter_1024.safetensors"], cross_attention_dim=1024)
     return p

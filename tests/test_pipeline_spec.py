@@ -64,7 +64,7 @@ def test_bad_specs_name_the_line(text: str, line: int, words: str) -> None:
 def test_defaults() -> None:
     spec = parse_spec("base: x\n")
     assert isinstance(spec, PipelineSpec)
-    assert (spec.dtype, spec.device, spec.task, spec.smoke.steps) == ("auto", "auto", "text-to-image", 4)
+    assert (spec.dtype, spec.device, spec.task, spec.smoke.steps) == ("auto", "auto", None, 4)
 
 
 def test_cli_bad_spec_is_one_line_exit_2(tmp_path) -> None:

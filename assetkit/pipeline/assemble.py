@@ -15,9 +15,8 @@ from typing import Any
 
 from ..errors import AssetkitError
 from ..findings import Finding
+from .tasks import AUTO_PIPELINES, resolve_task
 
-_TASK_CLASSES = {"text-to-image": "AutoPipelineForText2Image", "image-to-image": "AutoPipelineForImage2Image",
-                 "inpainting": "AutoPipelineForInpainting"}
 _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -31,6 +30,9 @@ class Assembled:
     controlnet_scales: list[float] = field(default_factory=list)
     load_seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
+    task: str = "text-to-image"
+    ip_adapter_scale: float | None = None  #: None: no IP-Adapter
+    plain_attn_processors: dict[str, Any] | None = None  #: the UNet's processors before the IP-Adapter
 
 
 def choose_device(requested: str) -> str:
@@ -107,11 +109,13 @@ def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdi
     dtype = choose_dtype(spec.dtype, device)
     torch_dtype = getattr(torch, _TORCH_DTYPES[dtype])
     workdir = workdir or Path(tempfile.gettempdir()) / "assetkit-assemble"
-    if spec.ip_adapter is not None:
-        raise AssetkitError("ip_adapter: assembling an IP-Adapter is not supported yet (it needs a CLIP image "
-                            "encoder that no spec field names); compatibility is checked, smoke is not")
     base = as_diffusers_folder(Path(sources["base"].path), workdir)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
+    encoder_folder = None
+    if spec.ip_adapter is not None:
+        from .ip_adapter_load import load_image_encoder
+
+        encoder_folder, kwargs["image_encoder"] = load_image_encoder(sources, torch_dtype)
     controlnets = []
     for i in range(len(spec.controlnets)):
         folder = as_diffusers_folder(Path(sources[f"controlnet[{i}]"].path), workdir)
@@ -124,7 +128,8 @@ def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdi
         vae_folder = as_diffusers_folder(Path(sources["vae"].path), workdir)
         kwargs["vae"] = diffusers.AutoencoderKL.from_pretrained(str(vae_folder), dtype=torch_dtype,
                                                                 local_files_only=True)
-    auto = getattr(diffusers, _TASK_CLASSES[spec.task])
+    task = resolve_task(spec.task, *_unet_channels(base))
+    auto = getattr(diffusers, AUTO_PIPELINES[task])
     try:
         pipe = auto.from_pretrained(str(base), **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -136,6 +141,8 @@ def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdi
             continue
         folder = vae_folder if name == "vae" and vae_folder else base / name
         findings += _params_from_files(module, folder, name)
+    if encoder_folder is not None:
+        findings += _params_from_files(pipe.image_encoder, encoder_folder, "image_encoder")
     for i, (folder, model) in enumerate(controlnets):
         findings += _params_from_files(model, folder, f"controlnet[{i}]")
     if spec.scheduler:
@@ -153,7 +160,24 @@ def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdi
         pipe.set_adapters(adapters, adapter_weights=[lora.scale for lora in spec.loras])
     for i, ti in enumerate(spec.textual_inversions):
         pipe.load_textual_inversion(str(sources[f"textual_inversion[{i}]"].path), token=ti.token)
+    plain_processors = None
+    if spec.ip_adapter is not None:
+        from .ip_adapter_load import load_ip_adapter
+
+        plain_processors = load_ip_adapter(pipe, Path(sources["ip_adapter"].path), spec.ip_adapter.scale, workdir)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return Assembled(pipe, device, dtype, adapters, [lora.scale for lora in spec.loras],
-                     [c.scale for c in spec.controlnets], time.perf_counter() - started, findings)
+                     [c.scale for c in spec.controlnets], time.perf_counter() - started, findings, task,
+                     spec.ip_adapter.scale if spec.ip_adapter else None, plain_processors)
+
+
+def _unet_channels(base: Path) -> tuple[int | None, int | None]:
+    """(in, out) channels from the base folder's ``unet/config.json`` (None for a transformer base)."""
+    import json
+
+    try:
+        config = json.loads((base / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    return config.get("in_channels"), config.get("out_channels")

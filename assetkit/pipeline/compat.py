@@ -17,6 +17,8 @@ from typing import Any
 
 from ..findings import Finding
 from ..formats import Asset, TensorInfo, open_asset
+from .ip_adapter_compat import check_image_encoder, check_ip_adapter
+from .tasks import AUTO_PIPELINES, task_findings
 
 #: The schedulers a Stable Diffusion (UNet, epsilon/v) pipeline accepts: diffusers'
 #: ``KarrasDiffusionSchedulers`` (a test holds this list against diffusers' own ``_compatibles``).
@@ -346,7 +348,7 @@ def check_compatibility(spec: Any, sources: dict[str, Any]) -> CompatReport:
             facts: dict[str, Any] = {"path": str(src.path), "kind": result.kind, "family": result.family,
                                      "layout": result.layout}
             where = f"{role} {src.name}"
-            if base_family is not None and role != "vae":
+            if base_family is not None and role not in ("vae", "image_encoder"):
                 _family_check(role, src.name, result, base_family, out)
             if role.startswith("lora"):
                 _expect_kind(result, "lora", where, out)
@@ -361,10 +363,29 @@ def check_compatibility(spec: Any, sources: dict[str, Any]) -> CompatReport:
             elif role.startswith("textual_inversion"):
                 facts.update(_embedding(asset, widths, where, out))
             elif role == "ip_adapter":
-                facts.update(_ip_adapter(asset, base_unet, where, out))
+                _expect_kind(result, "ip_adapter", where, out)
+                facts.update(_with_findings(check_ip_adapter(asset.tensors, unet_tensors, base_unet.context_dim,
+                                                              where), out))
+            elif role == "image_encoder":
+                facts.update(_with_findings(check_image_encoder(asset.tensors, out.components.get("ip_adapter"),
+                                                                where), out))
             out.components[role] = facts
+    if spec.ip_adapter is not None and not spec.ip_adapter.image_encoder:
+        out.findings.append(Finding("image-encoder-missing", "error", "the IP-Adapter needs an image_encoder (a CLIP "
+                                    "vision model folder) to turn smoke.ip_adapter_image into image tokens",
+                                    "ip_adapter"))
+    if out.base["denoiser"] == "unet":
+        task, findings = task_findings(spec.task, base_unet, controlnets=len(spec.controlnets))
+        out.base |= {"task": task, "pipeline": AUTO_PIPELINES[task]}
+        out.findings.extend(findings)
     _scheduler_check(spec, parts, base_result.prediction_type, out)
     return out
+
+
+def _with_findings(facts_and_findings: tuple[dict[str, Any], list[Finding]], out: CompatReport) -> dict[str, Any]:
+    facts, findings = facts_and_findings
+    out.findings.extend(findings)
+    return facts
 
 
 def _expect_kind(result: Any, kind: str, where: str, out: CompatReport) -> None:
@@ -441,15 +462,6 @@ def _embedding(asset: Asset, widths: dict[str, tuple[int | None, str]], where: s
                                         f"{comp} vectors of width {width} != the base's {base_width} ({evidence})",
                                         where))
     return {"widths": found}
-
-
-def _ip_adapter(asset: Asset, base: UNetFacts, where: str, out: CompatReport) -> dict[str, Any]:
-    width, key = _first(asset.tensors, ("to_k_ip.weight",), 1)
-    if width is not None and base.context_dim is not None and width != base.context_dim:
-        out.findings.append(Finding("ip-adapter-mismatch", "error",
-                                    f"IP-Adapter cross-attention width {width} ({key}) != base {base.context_dim}",
-                                    where))
-    return {"context_dim": width}
 
 
 def compat_paths(spec: Any, root: Path | None = None) -> CompatReport:

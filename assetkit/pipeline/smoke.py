@@ -3,8 +3,9 @@
 Checks: latents finite at every step (the first step and module that produced a NaN), image finite,
 not constant and not black; an fp16 VAE that gave NaN is decoded again in fp32 ("VAE needs
 upcast"); the same seed gives the same image; every LoRA changes the output and scale 0 gives the
-base image; every ControlNet changes the output. Per-phase timings and peak memory
-(``torch.cuda.max_memory_allocated`` on CUDA, else the process's peak RSS).
+base image; every ControlNet changes the output; the IP-Adapter changes the output and scale 0 gives
+the base image; an init, mask or IP-Adapter image that cannot be read is ``smoke-input``. Per-phase
+timings and peak memory (``torch.cuda.max_memory_allocated`` on CUDA, else the process's peak RSS).
 torch is imported inside the functions.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..findings import Finding
+from .smoke_inputs import load_inputs, task_kwargs
 
 STD_FLOOR = 0.02  #: an image whose pixel std (0..1 scale) is below this is constant
 BLACK_MEAN = 0.02
@@ -77,6 +79,8 @@ class _Run:
             images = [Image.open(spec.root / c.image).convert("RGB") if c.image
                       else synthetic_condition(spec.smoke.height, spec.smoke.width) for c in spec.controlnets]
             self.condition = images[0] if len(images) == 1 else images
+        self.inputs = load_inputs(spec, assembled.task, assembled.ip_adapter_scale is not None)
+        self.ip_enabled = True
 
     def encode(self) -> dict[str, Any]:
         s, pipe = self.spec.smoke, self.a.pipe
@@ -103,6 +107,9 @@ class _Run:
             scales = controlnet_scales if controlnet_scales is not None else self.a.controlnet_scales
             kwargs["image"] = self.condition
             kwargs["controlnet_conditioning_scale"] = scales[0] if len(scales) == 1 else scales
+        kwargs = task_kwargs(self.a.pipe, self.spec, self.inputs, kwargs)
+        if not self.ip_enabled:
+            kwargs.pop("ip_adapter_image", None)
         if on_step is not None:
             kwargs["callback_on_step_end"] = on_step
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
@@ -200,6 +207,10 @@ def smoke(assembled: Any, spec: Any) -> SmokeResult:
     if assembled.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     run = _Run(assembled, spec)
+    if run.inputs.findings:
+        result.findings += run.inputs.findings
+        result.memory = _peak_memory(assembled.device)
+        return result
     t0 = time.perf_counter()
     with torch.no_grad():
         embeds = run.encode()
@@ -254,6 +265,8 @@ def smoke(assembled: Any, spec: Any) -> SmokeResult:
     _determinism(run, main, result)
     _lora_effects(run, main, result)
     _controlnet_effects(run, main, result)
+    _task_images(run, result)
+    _ip_adapter_effects(run, main, result)
     result.memory = _peak_memory(assembled.device)
     return result
 
@@ -318,3 +331,45 @@ def _controlnet_effects(run: _Run, main: Any, result: SmokeResult) -> None:
                                            f"controlnet[{i}] does not change the output (max pixel difference "
                                            f"{change:.2e}, within the same-seed tolerance {tolerance:.0e})",
                                            f"controlnet[{i}]"))
+
+
+def _task_images(run: _Run, result: SmokeResult) -> None:
+    import numpy as np
+
+    for label, image in (("init image", run.inputs.init_image), ("mask", run.inputs.mask_image),
+                         ("IP-Adapter image", run.inputs.ip_adapter_image)):
+        if image is not None:
+            result.images.append(SmokeImage(label, np.asarray(image.convert("RGB"), dtype="float32") / 255.0,
+                                            f"the smoke {label}"))
+
+
+def _ip_adapter_effects(run: _Run, main: Any, result: SmokeResult) -> None:
+    from .ip_adapter_load import without_ip_adapter
+
+    scale = run.a.ip_adapter_scale
+    if scale is None:
+        return
+    pipe, tolerance = run.a.pipe, SAME_TOLERANCE.get(run.a.device, 2e-3)
+    pipe.set_ip_adapter_scale(0.0)
+    try:
+        zero = run.image()
+    finally:
+        pipe.set_ip_adapter_scale(scale)
+    run.ip_enabled = False
+    try:
+        with without_ip_adapter(pipe, run.a.plain_attn_processors):
+            base = run.image()
+    finally:
+        run.ip_enabled = True
+    result.images.append(SmokeImage("without IP-Adapter", base, "IP-Adapter unloaded"))
+    diff = _max_diff(zero, base)
+    if not diff <= tolerance:
+        result.findings.append(Finding("ip-adapter-scale-zero", "error",
+                                       f"IP-Adapter scale 0 did not give the base image (max difference {diff:.2e} > "
+                                       f"{tolerance:.0e})", "ip_adapter"))
+    change = _max_diff(main, zero)
+    if scale != 0 and change <= tolerance:
+        result.findings.append(Finding("ip-adapter-no-effect", "error",
+                                       f"the IP-Adapter (scale {scale}) does not change the output (max pixel "
+                                       f"difference {change:.2e} from scale 0, within the same-seed tolerance "
+                                       f"{tolerance:.0e}): its layers were probably not loaded", "ip_adapter"))

@@ -25,12 +25,14 @@ class SpecError(AssetkitError):
 @dataclass
 class Adapter:
     """A LoRA (``scale``), ControlNet (``scale`` is the conditioning scale, ``image`` an optional
-    conditioning image), textual inversion (``token``) or IP-Adapter (``scale``)."""
+    conditioning image), textual inversion (``token``) or IP-Adapter (``scale``, ``image_encoder``:
+    the CLIP vision model it reads images with)."""
 
     name: str
     scale: float = 1.0
     token: str | None = None
     image: str | None = None
+    image_encoder: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -45,9 +47,13 @@ class Smoke:
     width: int = 64
     seed: int = 0
     guidance_scale: float = 5.0
+    strength: float | None = None  #: image-to-image / inpainting; None: the pipeline's default
+    init_image: str | None = None  #: paths (relative to the spec); None: a synthetic image
+    mask_image: str | None = None
+    ip_adapter_image: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -61,7 +67,7 @@ class PipelineSpec:
     scheduler: dict[str, Any] | None = None  #: {"class": name, **overrides}
     dtype: str = "auto"
     device: str = "auto"
-    task: str = "text-to-image"
+    task: str | None = None  #: None: inferred (assetkit.pipeline.tasks.resolve_task)
     smoke: Smoke = field(default_factory=Smoke)
     source: Path | None = None  #: the spec file (relative names resolve against its folder)
 
@@ -79,6 +85,8 @@ class PipelineSpec:
         out += [(f"textual_inversion[{i}]", a.name) for i, a in enumerate(self.textual_inversions)]
         if self.ip_adapter:
             out.append(("ip_adapter", self.ip_adapter.name))
+            if self.ip_adapter.image_encoder:
+                out.append(("image_encoder", self.ip_adapter.image_encoder))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,10 +98,13 @@ class PipelineSpec:
             if items:
                 doc[key] = [_adapter_doc(key, a) for a in items]
         if self.ip_adapter:
-            doc["ip_adapter"] = {"name": self.ip_adapter.name, "scale": self.ip_adapter.scale}
+            doc["ip_adapter"] = self.ip_adapter.to_dict()
         if self.scheduler:
             doc["scheduler"] = dict(self.scheduler)
-        doc.update(dtype=self.dtype, device=self.device, task=self.task, smoke=self.smoke.to_dict())
+        doc.update(dtype=self.dtype, device=self.device)
+        if self.task:
+            doc["task"] = self.task
+        doc["smoke"] = self.smoke.to_dict()
         return doc
 
 
@@ -169,7 +180,8 @@ _TOP = {"base": "", "vae": "", "loras": "", "controlnets": "", "textual_inversio
         "scheduler": "", "dtype": "", "device": "", "task": "", "smoke": ""}
 _SMOKE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "prompt": str, "negative_prompt": str, "steps": int, "height": int, "width": int, "seed": int,
-    "guidance_scale": (int, float)}
+    "guidance_scale": (int, float), "strength": (int, float), "init_image": str, "mask_image": str,
+    "ip_adapter_image": str}
 
 
 def _adapter(r: _Reader, node: Any, what: str, scale_key: str | None, extra: tuple[str, ...] = ()) -> Adapter:
@@ -188,6 +200,8 @@ def _adapter(r: _Reader, node: Any, what: str, scale_key: str | None, extra: tup
         adapter.token = r.scalar(fields["token"], f"{what} token", str)
     if "image" in fields:
         adapter.image = r.scalar(fields["image"], f"{what} image", str)
+    if "image_encoder" in fields:
+        adapter.image_encoder = r.scalar(fields["image_encoder"], f"{what} image_encoder", str)
     return adapter
 
 
@@ -216,7 +230,7 @@ def parse_spec(text: str, where: str = "spec", source: Path | None = None) -> Pi
             items = [_adapter(r, n, f"{key}[{i}]", scale_key, extra) for i, n in enumerate(r.sequence(top[key], key))]
             setattr(spec, key, items)
     if "ip_adapter" in top:
-        spec.ip_adapter = _adapter(r, top["ip_adapter"], "ip_adapter", "scale")
+        spec.ip_adapter = _adapter(r, top["ip_adapter"], "ip_adapter", "scale", ("image_encoder",))
     if "scheduler" in top:
         spec.scheduler = _scheduler(r, top["scheduler"])
     if "dtype" in top:
@@ -233,10 +247,31 @@ def parse_spec(text: str, where: str = "spec", source: Path | None = None) -> Pi
                 raise r.error(node, f"smoke.{key} must be at least 1, not {value}")
             if key in ("height", "width") and value % 8:
                 raise r.error(node, f"smoke.{key} must be a multiple of 8, not {value}")
+            if key == "ip_adapter_image" and spec.ip_adapter is None:
+                raise r.error(node, "smoke.ip_adapter_image needs an ip_adapter")
+            if key == "strength" and not 0 < value <= 1:
+                raise r.error(node, f"smoke.strength must be above 0 and at most 1, not {value}")
             setattr(spec.smoke, key, value)
-    if spec.task != "text-to-image" and spec.controlnets:
-        raise r.error(top["task"], f"task {spec.task} with controlnets is not supported (text-to-image only)")
+    implied = task_from_smoke(spec.smoke)
+    if spec.task is None:
+        spec.task = implied
+    elif implied and implied != spec.task and not (spec.task == "inpainting" and implied == "image-to-image"):
+        key = "mask_image" if spec.smoke.mask_image else "init_image"
+        raise r.error(top["task"], f"task {spec.task} does not take smoke.{key} (that is {implied})")
+    if spec.task not in (None, "text-to-image") and spec.controlnets:
+        raise r.error(top.get("task", top["controlnets"]),
+                      f"task {spec.task} with controlnets is not supported (text-to-image only)")
     return spec
+
+
+def task_from_smoke(smoke: Smoke) -> str | None:
+    """The task the smoke inputs ask for: a mask means inpainting, an init image image-to-image;
+    None when they do not say (the base then decides, see :mod:`.tasks`)."""
+    if smoke.mask_image:
+        return "inpainting"
+    if smoke.init_image:
+        return "image-to-image"
+    return None
 
 
 def _scheduler(r: _Reader, node: Any) -> dict[str, Any]:
