@@ -147,3 +147,14 @@ def test_controlnet_on_an_inpainting_base_is_unsupported(task_assets, tmp_path: 
     hits = [f.message for f in report.findings if f.code == "task-unsupported"]
     assert hits == ["ControlNets are smoke-tested with text-to-image only; the task is inpainting (decided by the "
                     "base UNet)"], report.findings
+
+
+def test_too_few_steps_for_the_strength_is_a_smoke_input_finding(task_assets, tmp_path: Path) -> None:  # noqa: F811
+    from assetkit.pipeline.gate import run_check
+
+    spec = write_spec(tmp_path, f"base: {task_assets['sd1']}\ntask: image-to-image\n"
+                                "smoke: {steps: 1, strength: 0.5, height: 32, width: 32}\n")
+    result = run_check(spec, device="cpu")
+    messages = [(f.code, f.message) for f in result.suites["smoke"]]
+    assert messages == [("smoke-input", "smoke.steps 1 x smoke.strength 0.5 leaves no denoising step (int(steps x "
+                                        "strength) = 0): raise smoke.steps or smoke.strength")]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..findings import Finding
-from .smoke_inputs import load_inputs, task_kwargs
+from .smoke_inputs import load_inputs, strength_finding, task_kwargs
 
 STD_FLOOR = 0.02  #: an image whose pixel std (0..1 scale) is below this is constant
 BLACK_MEAN = 0.02
@@ -80,6 +80,8 @@ class _Run:
                       else synthetic_condition(spec.smoke.height, spec.smoke.width) for c in spec.controlnets]
             self.condition = images[0] if len(images) == 1 else images
         self.inputs = load_inputs(spec, assembled.task, assembled.ip_adapter_scale is not None)
+        if assembled.task != "text-to-image" and (too_few := strength_finding(assembled.pipe, spec)):
+            self.inputs.findings.append(too_few)
         self.ip_enabled = True
 
     def encode(self) -> dict[str, Any]:

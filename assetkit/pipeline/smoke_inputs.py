@@ -88,6 +88,22 @@ def load_inputs(spec: Any, task: str, ip_adapter: bool) -> SmokeInputs:
     return out
 
 
+def strength_finding(pipe: Any, spec: Any) -> Finding | None:
+    """A ``smoke-input`` finding when ``steps`` x ``strength`` leaves no denoising step (diffusers'
+    image-to-image and inpainting pipelines run ``int(steps * strength)`` of them); ``strength``
+    is the spec's, else the pipeline's own default (0.8 for SD image-to-image, 0.3 for SDXL's)."""
+    parameter = inspect.signature(pipe.__call__).parameters.get("strength")
+    if parameter is None:
+        return None
+    strength = spec.smoke.strength if spec.smoke.strength is not None else parameter.default
+    if not isinstance(strength, int | float) or int(spec.smoke.steps * strength) >= 1:
+        return None
+    source = "smoke.strength" if spec.smoke.strength is not None else f"{type(pipe).__name__}'s default strength"
+    return Finding("smoke-input", "error",
+                   f"smoke.steps {spec.smoke.steps} x {source} {strength} leaves no denoising step "
+                   f"(int(steps x strength) = 0): raise smoke.steps or smoke.strength", "smoke.strength")
+
+
 def task_kwargs(pipe: Any, spec: Any, inputs: SmokeInputs, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` (a text-to-image call) with the task's images and strength; height and width
     dropped where the pipeline takes its size from the init image (diffusers' image-to-image)."""
