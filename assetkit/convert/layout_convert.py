@@ -242,6 +242,9 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         layout = kind  # diffusers names too: a loose diffusion_pytorch_model.safetensors
     elif kind == "transformer" and fam in transformers.LAYOUTS and result.layout in ("original", "diffusers"):
         layout = transformers.LAYOUTS[fam]  # an SD3/Flux transformer alone
+    elif kind == "pipeline" and fam in transformers.LAYOUTS:
+        raise LayoutError(f"a full {fam} checkpoint (transformer with VAE or text encoders bundled) has no "
+                          "conversion yet; its transformer alone converts", where=str(asset.path))
     elif kind == "text_encoder" and any(n.startswith("transformer.resblocks.") for n in source):
         layout = "text_encoder"  # a bare open_clip text tower (OpenCLIP-H / bigG)
     else:
