@@ -416,8 +416,15 @@ def test_catalogue_transformer_modelspec_reads_back_as_its_model():
     known = {arch: (family, extra) for arch, family, extra in catalogue.load("metadata.json")["modelspec"]["architectures"]}
     rows = [r for r in catalogue.load("layouts.json")["configs"] if r["kind"] == "transformer"]
     assert {r["id"] for r in rows} >= {"sd3-medium", "sd3.5-medium", "sd3.5-large", "flux-dev", "flux-schnell"}
+    import torch
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
     for row in rows:
         layout = transformer_layouts.LAYOUTS[row["family"]]
-        meta = transformer_layouts.modelspec(layout, catalogue_configs(row["id"])["transformer/config.json"],
-                                             "x.safetensors", "0" * 64)
-        assert known[meta["modelspec.architecture"]] == (row["family"], {"model": row["model"]}), row["id"]
+        config = catalogue_configs(row["id"])["transformer/config.json"]
+        with torch.device("meta"):  # the config as diffusers saves it: every default spelled out
+            saved = dict((SD3Transformer2DModel if row["family"] == "sd3" else FluxTransformer2DModel)
+                         .from_config(config).config)
+        for cfg in (config, saved):
+            meta = transformer_layouts.modelspec(layout, cfg, "x.safetensors", "0" * 64)
+            assert known[meta["modelspec.architecture"]] == (row["family"], {"model": row["model"]}), row["id"]
