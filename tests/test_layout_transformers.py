@@ -428,3 +428,25 @@ def test_catalogue_transformer_modelspec_reads_back_as_its_model():
         for cfg in (config, saved):
             meta = transformer_layouts.modelspec(layout, cfg, "x.safetensors", "0" * 64)
             assert known[meta["modelspec.architecture"]] == (row["family"], {"model": row["model"]}), row["id"]
+
+
+def test_engine_refuses_what_does_not_fit():
+    """Unequal splits must cover dim 0 exactly, swaps need an even dim 0, sizes belong to splits,
+    and a name claimed twice (here by a swap and a rename) is reported before anything maps."""
+    from assetkit.convert.keymap import KeyMapError, Rule, rename, split
+
+    fused = split("linear1.weight", ["q", "k", "v", "mlp"], (2, 2, 2, 8))
+    with pytest.raises(KeyMapError, match=r"parts of \[2, 2, 2, 8\] rows"):
+        map_names([fused], {"linear1.weight": ("F32", (15, 3))}, "to_diffusers")
+    parts = map_names([fused], {"linear1.weight": ("BF16", (14, 3))}, "to_diffusers").targets
+    assert [(t.shape, t.parts[0].start, t.parts[0].stop) for t in parts] == [
+        ((2, 3), 0, 12), ((2, 3), 12, 24), ((2, 3), 24, 36), ((8, 3), 36, 84)]
+    with pytest.raises(KeyMapError, match="different shapes"):
+        map_names([fused], {"q": ("F32", (2, 3)), "k": ("F32", (2, 3)), "v": ("F32", (8, 3)), "mlp": ("F32", (2, 3))},
+                  "to_original")
+    swap = Rule(("mod.weight",), ("norm.weight",), "swap")
+    with pytest.raises(KeyMapError, match="swap the halves"):
+        map_names([swap], {"mod.weight": ("F32", (3, 2))}, "to_diffusers")
+    with pytest.raises(ValueError, match="sizes belong to a split"):
+        Rule(("a",), ("b",), "rename", (1,))
+    assert check_rules([swap, rename("mod.weight", "other.weight")]) == ["original name mod.weight maps to 2 places"]
