@@ -450,3 +450,21 @@ def test_engine_refuses_what_does_not_fit():
     with pytest.raises(ValueError, match="sizes belong to a split"):
         Rule(("a",), ("b",), "rename", (1,))
     assert check_rules([swap, rename("mod.weight", "other.weight")]) == ["original name mod.weight maps to 2 places"]
+
+
+def test_sd3_pipeline_folder_is_refused_in_one_line(sd3_converted, tmp_path):
+    """A diffusers SD3/Flux pipeline folder (model_index.json with a transformer and two text
+    encoders) has no single-file layout yet: one line, exit 2, nothing written (it is not SDXL)."""
+    import shutil
+
+    _, _, folder, _ = sd3_converted[("sd3", "")]
+    pipe = tmp_path / "pipe"
+    shutil.copytree(folder, pipe / "transformer")
+    index = {"_class_name": "StableDiffusion3Pipeline", "_diffusers_version": "0.42.1",
+             "transformer": ["diffusers", "SD3Transformer2DModel"], "text_encoder": [None, None],
+             "text_encoder_2": [None, None]}
+    (pipe / "model_index.json").write_text(json.dumps(index))
+    r = subprocess.run([sys.executable, "-m", "assetkit", "convert", str(pipe), str(tmp_path / "out.safetensors"),
+                        "--to", "single-file"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot tell which original layout" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.safetensors").exists()

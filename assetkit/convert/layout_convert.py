@@ -573,6 +573,8 @@ def _layout_from_configs(configs: Mapping[str, Any], components: Iterable[str]) 
         cls = config.get("_class_name")
         return {"AutoencoderKL": "vae", "UNet2DConditionModel": "unet", "ControlNetModel": "controlnet",
                 **transformers.CLASS_LAYOUTS}.get(cls, "")
+    if "transformer" in comps:
+        return ""  # an SD3/Flux pipeline: only its transformer alone converts
     if "text_encoder_2" in comps:
         return "sdxl" if "text_encoder" in comps else "sdxl-refiner"
     te = configs.get("text_encoder/config.json")
