@@ -354,3 +354,117 @@ def test_full_size_plan_picks_the_catalogue_config_and_equals_diffusers(tmp_path
     with torch.device("meta"):
         model = (SD3Transformer2DModel if sd3 else FluxTransformer2DModel).from_config(comp.config)
     assert ours == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+# ---- the command line, loose files, catalogue ------------------------------------------------
+def test_cli_both_ways_json_and_one_line_errors(tmp_path):
+    """``--to diffusers`` / ``--to single-file`` with ``--json``; a tiny transformer without
+    --config (no released config fits) and a full SD3 checkpoint (VAE bundled) are one-line
+    errors with exit 2 and nothing written."""
+    from assetkit.factory import write_sparse_safetensors
+
+    cli = [sys.executable, "-m", "assetkit", "convert"]
+    orig = write_sd3("sd35m", "model.diffusion_model.", tmp_path / "sd3.safetensors", seed=3)
+    config = save_sd3_config("sd35m", tmp_path / "config")
+    r = subprocess.run([*cli, str(orig), str(tmp_path / "d"), "--to", "diffusers", "--config", str(config), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["family"] == "sd3" and doc["components"] == {"transformer": len(file_tensors(tmp_path / "d" / WEIGHTS))}
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["_class_name"] == "SD3Transformer2DModel"
+    r = subprocess.run([*cli, str(tmp_path / "d"), str(tmp_path / "b.safetensors"), "--to", "single-file", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["layout"] == "sd3-transformer"
+    assert file_tensors(tmp_path / "b.safetensors") == file_tensors(orig)
+    full = write_sparse_safetensors(K.sd3_checkpoint("sd3.5-large"), tmp_path / "sd3.5_large.safetensors")
+    for src, says in ((orig, "no catalogue config for this sd3 transformer"), (full, "full sd3 checkpoint")):
+        r = subprocess.run([*cli, str(src), str(tmp_path / "out"), "--to", "diffusers"], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_loose_diffusers_named_flux_file_goes_to_original_names(tmp_path):
+    """A lone ``diffusion_pytorch_model.safetensors`` of a Flux transformer -> original names,
+    which our own --to diffusers brings back to the same tensors."""
+    import shutil
+
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(6)
+    FluxTransformer2DModel.from_config(flux_config(True)).save_pretrained(str(tmp_path / "theirs"))
+    loose = tmp_path / "flux-diffusers.safetensors"
+    shutil.copy(tmp_path / "theirs" / WEIGHTS, loose)
+    summary = convert_layout(loose, tmp_path / "flux.safetensors", to="single-file", config_dir=tmp_path / "theirs")
+    assert summary["extras"] == [] and summary["layout"] == "flux-transformer"
+    single = file_tensors(tmp_path / "flux.safetensors")
+    assert "single_blocks.1.linear1.weight" in single and "guidance_in.in_layer.weight" in single
+    assert single.keys() == K.flux(guidance=True, **FLUX_TINY).keys()
+    convert_layout(tmp_path / "flux.safetensors", tmp_path / "again", to="diffusers", config_dir=tmp_path / "theirs")
+    assert file_tensors(tmp_path / "again" / WEIGHTS) == file_tensors(loose)
+
+
+def test_catalogue_transformer_modelspec_reads_back_as_its_model():
+    """The ModelSpec architecture written for each catalogue transformer config is one the probe's
+    metadata table (registry/metadata.json) maps back to the same family and model."""
+    from assetkit import catalogue
+    from assetkit.convert import transformer_layouts
+    from assetkit.convert.layout_convert import catalogue_configs
+
+    known = {arch: (family, extra) for arch, family, extra in catalogue.load("metadata.json")["modelspec"]["architectures"]}
+    rows = [r for r in catalogue.load("layouts.json")["configs"] if r["kind"] == "transformer"]
+    assert {r["id"] for r in rows} >= {"sd3-medium", "sd3.5-medium", "sd3.5-large", "flux-dev", "flux-schnell"}
+    import torch
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    for row in rows:
+        layout = transformer_layouts.LAYOUTS[row["family"]]
+        config = catalogue_configs(row["id"])["transformer/config.json"]
+        with torch.device("meta"):  # the config as diffusers saves it: every default spelled out
+            saved = dict((SD3Transformer2DModel if row["family"] == "sd3" else FluxTransformer2DModel)
+                         .from_config(config).config)
+        for cfg in (config, saved):
+            meta = transformer_layouts.modelspec(layout, cfg, "x.safetensors", "0" * 64)
+            assert known[meta["modelspec.architecture"]] == (row["family"], {"model": row["model"]}), row["id"]
+
+
+def test_engine_refuses_what_does_not_fit():
+    """Unequal splits must cover dim 0 exactly, swaps need an even dim 0, sizes belong to splits,
+    and a name claimed twice (here by a swap and a rename) is reported before anything maps."""
+    from assetkit.convert.keymap import KeyMapError, Rule, rename, split
+
+    fused = split("linear1.weight", ["q", "k", "v", "mlp"], (2, 2, 2, 8))
+    with pytest.raises(KeyMapError, match=r"parts of \[2, 2, 2, 8\] rows"):
+        map_names([fused], {"linear1.weight": ("F32", (15, 3))}, "to_diffusers")
+    parts = map_names([fused], {"linear1.weight": ("BF16", (14, 3))}, "to_diffusers").targets
+    assert [(t.shape, t.parts[0].start, t.parts[0].stop) for t in parts] == [
+        ((2, 3), 0, 12), ((2, 3), 12, 24), ((2, 3), 24, 36), ((8, 3), 36, 84)]
+    with pytest.raises(KeyMapError, match="different shapes"):
+        map_names([fused], {"q": ("F32", (2, 3)), "k": ("F32", (2, 3)), "v": ("F32", (8, 3)), "mlp": ("F32", (2, 3))},
+                  "to_original")
+    swap = Rule(("mod.weight",), ("norm.weight",), "swap")
+    with pytest.raises(KeyMapError, match="swap the halves"):
+        map_names([swap], {"mod.weight": ("F32", (3, 2))}, "to_diffusers")
+    with pytest.raises(ValueError, match="sizes belong to a split"):
+        Rule(("a",), ("b",), "rename", (1,))
+    assert check_rules([swap, rename("mod.weight", "other.weight")]) == ["original name mod.weight maps to 2 places"]
+
+
+def test_sd3_pipeline_folder_is_refused_in_one_line(sd3_converted, tmp_path):
+    """A diffusers SD3/Flux pipeline folder (model_index.json with a transformer and two text
+    encoders) has no single-file layout yet: one line, exit 2, nothing written (it is not SDXL)."""
+    import shutil
+
+    _, _, folder, _ = sd3_converted[("sd3", "")]
+    pipe = tmp_path / "pipe"
+    shutil.copytree(folder, pipe / "transformer")
+    index = {"_class_name": "StableDiffusion3Pipeline", "_diffusers_version": "0.42.1",
+             "transformer": ["diffusers", "SD3Transformer2DModel"], "text_encoder": [None, None],
+             "text_encoder_2": [None, None]}
+    (pipe / "model_index.json").write_text(json.dumps(index))
+    r = subprocess.run([sys.executable, "-m", "assetkit", "convert", str(pipe), str(tmp_path / "out.safetensors"),
+                        "--to", "single-file"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot tell which original layout" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.safetensors").exists()

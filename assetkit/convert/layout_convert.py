@@ -242,6 +242,9 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         layout = kind  # diffusers names too: a loose diffusion_pytorch_model.safetensors
     elif kind == "transformer" and fam in transformers.LAYOUTS and result.layout in ("original", "diffusers"):
         layout = transformers.LAYOUTS[fam]  # an SD3/Flux transformer alone
+    elif kind == "pipeline" and fam in transformers.LAYOUTS:
+        raise LayoutError(f"a full {fam} checkpoint (transformer with VAE or text encoders bundled) has no "
+                          "conversion yet; its transformer alone converts", where=str(asset.path))
     elif kind == "text_encoder" and any(n.startswith("transformer.resblocks.") for n in source):
         layout = "text_encoder"  # a bare open_clip text tower (OpenCLIP-H / bigG)
     else:
@@ -570,6 +573,8 @@ def _layout_from_configs(configs: Mapping[str, Any], components: Iterable[str]) 
         cls = config.get("_class_name")
         return {"AutoencoderKL": "vae", "UNet2DConditionModel": "unet", "ControlNetModel": "controlnet",
                 **transformers.CLASS_LAYOUTS}.get(cls, "")
+    if "transformer" in comps:
+        return ""  # an SD3/Flux pipeline: only its transformer alone converts
     if "text_encoder_2" in comps:
         return "sdxl" if "text_encoder" in comps else "sdxl-refiner"
     te = configs.get("text_encoder/config.json")

@@ -35,6 +35,11 @@ RULES: dict[str, tuple[Callable[[dict], list[Rule]], Callable[[dict], dict[str, 
 }
 _IMPLEMENTATION = {"sd3": "https://github.com/Stability-AI/sd3.5", "flux": "https://github.com/black-forest-labs/flux"}
 _GENERIC_ARCHITECTURE = {"sd3": "stable-diffusion-3", "flux": "flux-1"}
+#: config entries that decide which released model a config is
+_COMMON_KEYS = ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "patch_size",
+                "joint_attention_dim", "pooled_projection_dim")
+_WEIGHT_KEYS = {"sd3": (*_COMMON_KEYS, "caption_projection_dim", "qk_norm", "dual_attention_layers", "pos_embed_max_size"),
+                "flux": (*_COMMON_KEYS, "num_single_layers", "guidance_embeds")}
 
 
 class TransformerLayoutError(AssetkitError):
@@ -68,21 +73,20 @@ def leftovers(kind: str, unmatched: Iterable[str], prefix: str) -> list[str]:
 def _architecture(family: str, config: Mapping[str, Any]) -> str:
     """The ModelSpec architecture of the catalogue config equal to ``config`` (weights-wise), else
     the family's generic one (a tiny or custom model)."""
-    ignore = {"_diffusers_version", "_name_or_path", "sample_size"}
-    mine = {k: v for k, v in config.items() if k not in ignore}
+    mine = _normalised(family, config)
     for row in _rows():
         if row["family"] != family:
             continue
-        from .layout_convert import catalogue_configs
-
-        theirs = {k: v for k, v in catalogue_configs(row["id"])["transformer/config.json"].items() if k not in ignore}
-        if _normalised(theirs) == _normalised(mine):
+        if _normalised(family, catalogue.load(f"configs/{row['id']}/transformer/config.json")) == mine:
             return row["architecture"]
     return _GENERIC_ARCHITECTURE[family]
 
 
-def _normalised(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if v is not None}
+def _normalised(family: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries that shape the weights, tuples as lists; unset ones (None, empty) dropped, since a
+    config diffusers saved spells out every default and a Hub one often leaves them out."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()
+            if k in _WEIGHT_KEYS[family] and v is not None and v != [] and v != ()}
 
 
 def modelspec(layout: str, config: Mapping[str, Any], title: str, digest: str) -> dict[str, str]:
