@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .clip import clip_text_rules, open_clip_text_rules
 from .controlnet import controlnet_rules
+from .midas import midas_rules
 from .unet import unet_rules
 from .vae import vae_rules
 
-__all__ = ["clip_text_rules", "controlnet_rules", "open_clip_text_rules", "unet_rules", "vae_rules"]
+__all__ = ["clip_text_rules", "controlnet_rules", "midas_rules", "open_clip_text_rules", "unet_rules", "vae_rules"]
