@@ -47,6 +47,8 @@ def _meta_model(library_class: str, config: dict):
     with torch.device("meta"):
         if library_class in ("CLIPTextModel", "CLIPTextModelWithProjection"):
             return getattr(transformers, library_class)(transformers.CLIPTextConfig(**config))
+        if library_class == "DPTForDepthEstimation":
+            return transformers.DPTForDepthEstimation(transformers.DPTConfig(**config))
         cls = getattr(diffusers, library_class)
         return cls.from_config(config)
 
@@ -161,7 +163,7 @@ def test_full_size_vae_random_bytes_equal_diffusers_from_single_file(tmp_path, l
     assert [k for k in mine if mine[k] != theirs[k]] == []
 
 
-FACTORY = {"sd15_inpaint": "sd1-inpaint", "sd15_instruct_pix2pix": "sd1-instruct-pix2pix", "sd2_inpaint": "sd2-inpaint", "sdxl_inpaint": "sdxl-inpaint",
+FACTORY = {"sd15_inpaint": "sd1-inpaint", "sd15_instruct_pix2pix": "sd1-instruct-pix2pix", "sd2_inpaint": "sd2-inpaint", "sd2_depth": "sd2-depth", "sdxl_inpaint": "sdxl-inpaint",
            "sdxl_refiner": "sdxl-refiner", "unet_sd15": "sd1", "unet_sdxl": "sdxl",
            "vae_sd": "vae-sd", "controlnet_sd15": "controlnet-sd1", "controlnet_sd15_unprefixed": "controlnet-sd1",
            "controlnet_sd21": "controlnet-sd2", "controlnet_sdxl": "controlnet-sdxl",
@@ -207,6 +209,8 @@ def test_catalogue_configs_build_in_diffusers():
                 continue
             if name.startswith("tokenizer"):
                 assert catalogue.family_tokenizer_files("sdxl" if row["family"] == "sdxl-refiner" else row["family"], name)
+            elif name == "feature_extractor":
+                assert f"{name}/preprocessor_config.json" in configs, row["id"]
             elif name == "scheduler":
                 cfg = configs["scheduler/scheduler_config.json"]
                 sched = getattr(diffusers, cfg["_class_name"]).from_config(cfg)

@@ -29,6 +29,7 @@ from . import transformer_layouts as transformers
 from .keymap import Mapped, Rule, SourcePart, TargetTensor, map_names
 from .layouts import clip_text_rules, controlnet_rules, open_clip_text_rules, unet_rules, vae_rules
 from .layouts.clip import diffusers_prefix
+from .layouts.midas import midas_rules
 
 __all__ = ["SIDECAR", "ComponentPlan", "DiffusersPlan", "SingleFilePlan", "SourcePart", "TargetTensor",
            "component_rules", "plan_diffusers_to_single_file", "plan_single_file_to_diffusers",
@@ -94,6 +95,8 @@ def _rules_for(kind: str, config: dict, source_names: Iterable[str] = (), target
         return vae_rules(config)
     if kind == "controlnet":
         return controlnet_rules(config)
+    if kind == "midas":
+        return midas_rules(config)
     if kind == "open_clip":
         return open_clip_text_rules(config, target_prefix=target_prefix)
     if kind == "open_clip_bare":  # a standalone open_clip text tower: the same names without ``model.``
@@ -237,7 +240,7 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
     if kind == "pipeline" and given in table["single_file"] and result.layout in (None, "original"):
         layout = given  # the caller's configs say which family this is
     elif kind == "pipeline" and fam in table["single_file"] and result.layout in (None, "original"):
-        layout = fam
+        layout = f"{fam}-{result.variant}" if f"{fam}-{result.variant}" in table["single_file"] else fam
     elif kind in ("vae", "unet", "controlnet") and result.layout in (None, "original", "diffusers"):
         layout = kind  # diffusers names too: a loose diffusion_pytorch_model.safetensors
     elif kind == "transformer" and fam in transformers.LAYOUTS and result.layout in ("original", "diffusers"):
@@ -317,7 +320,7 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
             components[top[0]] = ComponentPlan(top[0], None, files, ())
     for comp in model_index:
         if comp.startswith("tokenizer") and model_index[comp] and model_index[comp][0] and comp not in components:
-            fam_for_tok = "sdxl" if layout == "sdxl-refiner" else layout
+            fam_for_tok = {"sdxl-refiner": "sdxl", "sd2-depth": "sd2"}.get(layout, layout)
             components[comp] = ComponentPlan(comp, None, catalogue.family_tokenizer_files(fam_for_tok, comp), ())
     extras = tuple(n for n in asset.tensors if n not in claimed)
     plain = {k: v for k, v in asset.metadata.items()}
@@ -577,6 +580,8 @@ def _layout_from_configs(configs: Mapping[str, Any], components: Iterable[str]) 
         return ""  # an SD3/Flux pipeline: only its transformer alone converts
     if "text_encoder_2" in comps:
         return "sdxl" if "text_encoder" in comps else "sdxl-refiner"
+    if "depth_estimator" in comps or "depth_estimator" in configs.get("model_index.json", {}):
+        return "sd2-depth"
     te = configs.get("text_encoder/config.json")
     if te is None:
         return ""
@@ -661,7 +666,7 @@ def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str
     if plan.layout in transformers.LAYOUTS.values():
         return transformers.modelspec(plan.layout, asset.configs.get("config.json") or {}, str(asset.path), digest)
     arch = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-768-v", "sdxl": "stable-diffusion-xl-v1-base",
-            "sdxl-refiner": "stable-diffusion-xl-v1-refiner"}
+            "sdxl-refiner": "stable-diffusion-xl-v1-refiner", "sd2-depth": "stable-diffusion-v2-512"}
     sched = asset.configs.get("scheduler/scheduler_config.json") or {}
     prediction = sched.get("prediction_type", "epsilon")
     unet = asset.configs.get("unet/config.json") or asset.configs.get("config.json") or {}

@@ -686,23 +686,30 @@ def t2i_adapter_original(*, cin: int = 64 * 3, channels: Sequence[int] = (320, 6
 # --- SD2 depth: the MiDaS DPT-Hybrid depth model stored beside the UNet -------------------------------
 
 
-def midas_dpt_hybrid(dtype: str = "F32", prefix: str = "depth_model.model.") -> Layout:
+def midas_dpt_hybrid(dtype: str = "F32", prefix: str = "depth_model.model.", *, width: int = 768, layers: int = 12,
+                     mlp: int | None = None, tokens: int = 577, stem: int = 64,
+                     stages: Sequence[tuple[int, int]] = ((3, 256), (4, 512), (9, 1024)),
+                     features: Sequence[int] = (256, 512, 768, 768), fusion: int = 256,
+                     classifier: int | None = None) -> Layout:
     """The MiDaS DPT-Hybrid (ViT-B/16 + ResNet-50 stem) that ``512-depth-ema.ckpt`` carries as
     ``depth_model.model.*``: timm ``vit_base_resnet50_384`` under ``pretrained.model``, the
-    ``act_postprocess{1..4}`` readouts and the ``scratch`` refinement/fusion head."""
+    ``act_postprocess{3,4}`` readouts (the hybrid takes stages 1-2 from the ResNet) and the
+    ``scratch`` refinement/fusion head. Defaults are the released sizes; ``stages`` are (blocks,
+    output channels) of the ResNet stages, ``tokens`` the patch grid + 1, ``classifier`` adds timm's
+    ``head`` with that many classes (absent by default)."""
     layout: Layout = {}
     p = f"{prefix}pretrained.model"
-    width = 768
+    mlp = 4 * width if mlp is None else mlp
     _put(layout, f"{p}.cls_token", (1, 1, width), dtype)
-    _put(layout, f"{p}.pos_embed", (1, 577, width), dtype)
-    stem = f"{p}.patch_embed.backbone"
-    _put(layout, f"{stem}.stem.conv.weight", (64, 3, 7, 7), dtype)
-    _norm(layout, f"{stem}.stem.norm", 64, dtype)
-    in_c = 64
-    for stage, (blocks, out_c) in enumerate(((3, 256), (4, 512), (9, 1024))):
+    _put(layout, f"{p}.pos_embed", (1, tokens, width), dtype)
+    backbone = f"{p}.patch_embed.backbone"
+    _put(layout, f"{backbone}.stem.conv.weight", (stem, 3, 7, 7), dtype)
+    _norm(layout, f"{backbone}.stem.norm", stem, dtype)
+    in_c = stem
+    for stage, (blocks, out_c) in enumerate(stages):
         mid = out_c // 4
         for b in range(blocks):
-            base = f"{stem}.stages.{stage}.blocks.{b}"
+            base = f"{backbone}.stages.{stage}.blocks.{b}"
             if b == 0:
                 _put(layout, f"{base}.downsample.conv.weight", (out_c, in_c, 1, 1), dtype)
                 _norm(layout, f"{base}.downsample.norm", out_c, dtype)
@@ -713,33 +720,33 @@ def midas_dpt_hybrid(dtype: str = "F32", prefix: str = "depth_model.model.") -> 
             _put(layout, f"{base}.conv3.weight", (out_c, mid, 1, 1), dtype)
             _norm(layout, f"{base}.norm3", out_c, dtype)
         in_c = out_c
-    _conv(layout, f"{p}.patch_embed.proj", width, 1024, 1, dtype)
-    for i in range(12):
+    _conv(layout, f"{p}.patch_embed.proj", width, in_c, 1, dtype)
+    for i in range(layers):
         b = f"{p}.blocks.{i}"
         _norm(layout, f"{b}.norm1", width, dtype)
         _linear(layout, f"{b}.attn.qkv", 3 * width, width, dtype)
         _linear(layout, f"{b}.attn.proj", width, width, dtype)
         _norm(layout, f"{b}.norm2", width, dtype)
-        _linear(layout, f"{b}.mlp.fc1", 4 * width, width, dtype)
-        _linear(layout, f"{b}.mlp.fc2", width, 4 * width, dtype)
+        _linear(layout, f"{b}.mlp.fc1", mlp, width, dtype)
+        _linear(layout, f"{b}.mlp.fc2", width, mlp, dtype)
     _norm(layout, f"{p}.norm", width, dtype)
-    features = (256, 512, 768, 768)
+    if classifier:
+        _linear(layout, f"{p}.head", classifier, width, dtype)
     for i in (3, 4):
         _linear(layout, f"{prefix}pretrained.act_postprocess{i}.0.project.0", width, 2 * width, dtype)
     _conv(layout, f"{prefix}pretrained.act_postprocess3.3", features[2], width, 1, dtype)
     _conv(layout, f"{prefix}pretrained.act_postprocess4.3", features[3], width, 1, dtype)
     _conv(layout, f"{prefix}pretrained.act_postprocess4.4", features[3], features[3], 3, dtype)
     s = f"{prefix}scratch"
-    layer_in = (256, 512, 768, 768)
-    for i, c in enumerate(layer_in, start=1):
-        _put(layout, f"{s}.layer{i}_rn.weight", (256, c, 3, 3), dtype)
-    for i in range(1, 5):
+    for i, c in enumerate(features, start=1):
+        _put(layout, f"{s}.layer{i}_rn.weight", (fusion, c, 3, 3), dtype)
+    for i in range(1, len(features) + 1):
         r = f"{s}.refinenet{i}"
-        _conv(layout, f"{r}.out_conv", 256, 256, 1, dtype)
+        _conv(layout, f"{r}.out_conv", fusion, fusion, 1, dtype)
         for unit in (1, 2):
             for conv in (1, 2):
-                _conv(layout, f"{r}.resConfUnit{unit}.conv{conv}", 256, 256, 3, dtype)
-    _conv(layout, f"{s}.output_conv.0", 128, 256, 3, dtype)
-    _conv(layout, f"{s}.output_conv.2", 32, 128, 3, dtype)
+                _conv(layout, f"{r}.resConfUnit{unit}.conv{conv}", fusion, fusion, 3, dtype)
+    _conv(layout, f"{s}.output_conv.0", fusion // 2, fusion, 3, dtype)
+    _conv(layout, f"{s}.output_conv.2", 32, fusion // 2, 3, dtype)
     _conv(layout, f"{s}.output_conv.4", 1, 32, 1, dtype)
     return layout
