@@ -76,6 +76,12 @@ def test_round_trip_original_diffusers_original_is_bit_identical(depth, tmp_path
     back = tmp_path / "back.safetensors"
     summary = convert_layout(depth["ours"], back, to="single-file")
     assert summary["layout"] == "sd2-depth" and summary["family"] == "sd2"
+    assert summary["metadata"]["modelspec.architecture"] == "stable-diffusion-v2-512/depth"
+    with open_asset(back) as asset:  # the ModelSpec says what the tiny widths cannot
+        from assetkit.probe import probe
+
+        result = probe(asset)
+    assert (result.kind, result.family, result.variant, result.prediction_type) == ("pipeline", "sd2", "depth", "epsilon")
     assert file_tensors(back) == file_tensors(depth["orig"])
     assert (depth["ours"] / SIDECAR).is_file()  # the 2nd text block, text_projection, logit_scale
 

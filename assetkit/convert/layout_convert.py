@@ -664,7 +664,7 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
 
 def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str]:
     arch = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-768-v", "sdxl": "stable-diffusion-xl-v1-base",
-            "sdxl-refiner": "stable-diffusion-xl-v1-refiner", "sd2-depth": "stable-diffusion-v2-512"}
+            "sdxl-refiner": "stable-diffusion-xl-v1-refiner", "sd2-depth": "stable-diffusion-v2-512/depth"}
     sched = asset.configs.get("scheduler/scheduler_config.json") or {}
     prediction = sched.get("prediction_type", "epsilon")
     unet = asset.configs.get("unet/config.json") or asset.configs.get("config.json") or {}
