@@ -159,3 +159,38 @@ def test_missing_depth_tensor_is_named_not_invented(depth, tmp_path):
     with pytest.raises(LayoutError, match="refinenet2.out_conv.weight"):
         convert_layout(path, tmp_path / "out", to="diffusers", config_dir=depth["pipe"])
     assert not (tmp_path / "out").exists()
+
+
+def test_timm_classifier_head_goes_to_the_sidecar_and_back(depth, tmp_path):
+    """MiDaS' timm ViT may keep its ImageNet ``head``: DPTForDepthEstimation has no place for it."""
+    from safetensors.numpy import load_file, save_file
+
+    from assetkit.factory import materialize
+
+    extra = {k: v for k, v in materialize(tiny_midas(classifier=10), shrink=False).items() if ".model.head." in k}
+    assert sorted(extra) == [f"{DEPTH}pretrained.model.head.bias", f"{DEPTH}pretrained.model.head.weight"]
+    path = tmp_path / "with-head.safetensors"
+    save_file({**load_file(str(depth["orig"])), **extra}, str(path))
+    summary = convert_layout(path, tmp_path / "out", to="diffusers", config_dir=depth["pipe"])
+    assert set(extra) <= set(summary["extras"])
+    assert set(extra) <= set(file_tensors(tmp_path / "out" / SIDECAR))
+    convert_layout(tmp_path / "out", tmp_path / "back.safetensors", to="single-file")
+    assert file_tensors(tmp_path / "back.safetensors") == file_tensors(path)
+
+
+def test_a_depth_config_without_a_key_map_is_one_line_exit_2(depth, tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    config = tmp_path / "config"
+    shutil.copytree(depth["pipe"], config, ignore=shutil.ignore_patterns("*.safetensors"))
+    cfg = json.loads((config / "depth_estimator" / "config.json").read_text())
+    cfg["is_hybrid"] = False
+    (config / "depth_estimator" / "config.json").write_text(json.dumps(cfg))
+    run = subprocess.run([sys.executable, "-m", "assetkit", "convert", str(depth["orig"]), str(tmp_path / "out"),
+                          "--to", "diffusers", "--config", str(config)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "is_hybrid" in run.stderr and len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()

@@ -37,11 +37,13 @@ def tiny_dpt_config() -> Any:
                          "embedding_dynamic_padding": True})
 
 
-def tiny_midas(prefix: str = "depth_model.model.", dtype: str = "F32") -> Layout:
-    """The MiDaS DPT-Hybrid names at the tiny widths of :func:`tiny_dpt_config`."""
+def tiny_midas(prefix: str = "depth_model.model.", dtype: str = "F32", *, classifier: int | None = None) -> Layout:
+    """The MiDaS DPT-Hybrid names at the tiny widths of :func:`tiny_dpt_config` (``classifier``:
+    with timm's ImageNet head of that many classes)."""
     grid = DPT_IMAGE // DPT_PATCH
     return K.midas_dpt_hybrid(dtype, prefix, width=DPT_WIDTH, layers=DPT_LAYERS, mlp=DPT_MLP, tokens=grid * grid + 1,
-                              stem=DPT_STEM, stages=DPT_STAGES, features=DPT_FEATURES, fusion=DPT_FUSION)
+                              stem=DPT_STEM, stages=DPT_STAGES, features=DPT_FEATURES, fusion=DPT_FUSION,
+                              classifier=classifier)
 
 
 def tiny_sd2_depth_original(dtype: str = "F32") -> Layout:
