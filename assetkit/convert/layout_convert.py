@@ -42,6 +42,8 @@ _WEIGHTS = {"diffusers": "diffusion_pytorch_model", "transformers": "model"}
 #: Layouts of one component alone (written as a component folder, no model index).
 _STANDALONE = ("vae", "unet", "controlnet", "text_encoder", *transformers.LAYOUTS.values())
 _TEXT_RULES = ("clip", "open_clip", "open_clip_bare")
+#: Layouts of a variant with components of its own (registry/layouts.json ``single_file``) -> family.
+_VARIANT_LAYOUTS = {"sd2-depth": "sd2"}
 
 
 class LayoutError(AssetkitError):
@@ -127,6 +129,21 @@ def _read_config_dir(folder: Path) -> dict[str, Any]:
             out[rel] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise AssetkitError(f"cannot read config: {exc}", where=str(path)) from None
+    return out
+
+
+def _folder_files(folder: Path) -> dict[str, bytes]:
+    """``relative path -> bytes`` of every file of a weightless component folder (weights skipped)."""
+    from ..formats.sniff import CHECKPOINT_SUFFIXES
+
+    out: dict[str, bytes] = {}
+    for path in sorted(folder.rglob("*")):
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)  # .cache/ of the hub
+        if path.is_file() and not hidden and path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            try:
+                out[path.relative_to(folder).as_posix()] = path.read_bytes()
+            except OSError as exc:
+                raise AssetkitError(f"cannot read config: {exc}", where=str(path)) from None
     return out
 
 
@@ -310,17 +327,22 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise LayoutError(f"{len(missing)} tensors the {config_id or 'given'} layout needs are missing: {shown}",
                           where=str(asset.path))
-    # Components with no weights in the single file: tokenizers and the scheduler.
+    # Components with no weights in the single file: tokenizers, the scheduler, a feature extractor.
+    weighted = set(components)
     for rel, value in ({} if standalone else configs).items():
         top = rel.split("/", 1)
-        if len(top) == 2 and top[0] not in components and (top[0] in model_index or not model_index):
+        if len(top) == 2 and top[0] not in weighted and (top[0] in model_index or not model_index):
             plan = components.get(top[0])
             files = dict(plan.files) if plan else {}
             files[top[1]] = catalogue.json_bytes(value)
             components[top[0]] = ComponentPlan(top[0], None, files, ())
+    if config_dir is not None:  # the caller's files as they are, non-JSON ones (merges.txt) included
+        for comp in set(components) - weighted:
+            components[comp] = ComponentPlan(comp, None, {**components[comp].files,
+                                                          **_folder_files(Path(config_dir) / comp)}, ())
     for comp in model_index:
         if comp.startswith("tokenizer") and model_index[comp] and model_index[comp][0] and comp not in components:
-            fam_for_tok = {"sdxl-refiner": "sdxl", "sd2-depth": "sd2"}.get(layout, layout)
+            fam_for_tok = "sdxl" if layout == "sdxl-refiner" else _VARIANT_LAYOUTS.get(layout, layout)
             components[comp] = ComponentPlan(comp, None, catalogue.family_tokenizer_files(fam_for_tok, comp), ())
     extras = tuple(n for n in asset.tensors if n not in claimed)
     plain = {k: v for k, v in asset.metadata.items()}
@@ -330,7 +352,7 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
     if kind == "vae" and fam is None and config_id:
         notes.append(f"family not stated by the file (SD and SDXL VAEs have the same tensors); assumed {config_id}: "
                      "pass --family sdxl for an SDXL VAE")
-    return DiffusersPlan(family=fam or layout, pipeline_class=model_index.get("_class_name"), model_index=model_index,
+    return DiffusersPlan(family=fam or _VARIANT_LAYOUTS.get(layout, layout), pipeline_class=model_index.get("_class_name"), model_index=model_index,
                          components=components, extras=extras, plain_metadata=plain, config_id=config_id,
                          layout=layout, notes=tuple(notes),
                          prefixes={c: p for c, (p, _) in components_spec.items()}, names=names)
@@ -666,7 +688,7 @@ def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str
     if plan.layout in transformers.LAYOUTS.values():
         return transformers.modelspec(plan.layout, asset.configs.get("config.json") or {}, str(asset.path), digest)
     arch = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-768-v", "sdxl": "stable-diffusion-xl-v1-base",
-            "sdxl-refiner": "stable-diffusion-xl-v1-refiner", "sd2-depth": "stable-diffusion-v2-512"}
+            "sdxl-refiner": "stable-diffusion-xl-v1-refiner", "sd2-depth": "stable-diffusion-v2-512/depth"}
     sched = asset.configs.get("scheduler/scheduler_config.json") or {}
     prediction = sched.get("prediction_type", "epsilon")
     unet = asset.configs.get("unet/config.json") or asset.configs.get("config.json") or {}
