@@ -18,6 +18,7 @@ from typing import Any
 from ..findings import Finding
 from ..formats import Asset, TensorInfo, open_asset
 from .ip_adapter_compat import check_image_encoder, check_ip_adapter
+from .lora_names import Renamer, renamer
 from .tasks import AUTO_PIPELINES, task_findings
 
 #: The schedulers a Stable Diffusion (UNet, epsilon/v) pipeline accepts: diffusers'
@@ -199,9 +200,12 @@ def _scheme(names: Any) -> str | None:
     return None
 
 
-def lora_coverage(lora: list[LoraModule], base: dict[str, dict[str, tuple[int, ...]]], where: str
-                  ) -> tuple[dict[str, dict[str, int]], list[Finding]]:
-    """matched/total per component and a finding for every unmatched module or shape mismatch."""
+def lora_coverage(lora: list[LoraModule], base: dict[str, dict[str, tuple[int, ...]]], where: str,
+                  rename: Renamer | None = None) -> tuple[dict[str, dict[str, int]], list[Finding]]:
+    """matched/total per component and a finding for every unmatched module or shape mismatch.
+
+    Where the LoRA and the base name modules differently, ``rename`` (:mod:`.lora_names`: the
+    converter's key maps) gives the base's modules in the LoRA's naming."""
     findings: list[Finding] = []
     coverage: dict[str, dict[str, int]] = {}
     by_comp: dict[str, list[LoraModule]] = {}
@@ -216,6 +220,10 @@ def lora_coverage(lora: list[LoraModule], base: dict[str, dict[str, tuple[int, .
             coverage[comp] = {"matched": 0, "total": len(modules)}
             continue
         lora_scheme, base_scheme = _scheme(m.module for m in modules), _scheme(targets)
+        if lora_scheme and base_scheme and lora_scheme != base_scheme and rename is not None:
+            renamed = rename(comp, lora_scheme)
+            if renamed:
+                targets, base_scheme = renamed, lora_scheme
         if lora_scheme and base_scheme and lora_scheme != base_scheme:
             findings.append(Finding("lora-coverage-unchecked", "warning",
                                     f"{comp}: the LoRA names modules in {lora_scheme} naming, the base in "
@@ -340,6 +348,7 @@ def check_compatibility(spec: Any, sources: dict[str, Any]) -> CompatReport:
         out.findings.append(Finding("family-unknown", "warning", "family of the base unknown; decided by widths only",
                                     f"base {base_src.name}"))
     modules = base_modules(parts)
+    rename = renamer(Path(base_src.path), parts, _flat)
     for role, src in sources.items():
         if role == "base":
             continue
@@ -352,7 +361,7 @@ def check_compatibility(spec: Any, sources: dict[str, Any]) -> CompatReport:
                 _family_check(role, src.name, result, base_family, out)
             if role.startswith("lora"):
                 _expect_kind(result, "lora", where, out)
-                coverage, findings = lora_coverage(lora_modules(asset), modules, where)
+                coverage, findings = lora_coverage(lora_modules(asset), modules, where, rename)
                 facts["coverage"] = coverage
                 out.findings.extend(findings)
             elif role.startswith("controlnet"):
