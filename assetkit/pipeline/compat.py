@@ -163,27 +163,26 @@ _PEFT = (("unet.", "unet"), ("text_encoder_2.", "text_encoder_2"), ("text_encode
 
 def lora_modules(asset: Asset) -> list[LoraModule]:
     """The adapted modules of a LoRA file in any of the key namings of the catalogue."""
-    from .. import catalogue
+    from ..probe.lora import lora_suffix
 
-    suffixes = sorted(catalogue.load("signatures.json")["lora"]["suffixes"].items(), key=lambda kv: -len(kv[0]))
     modules: dict[tuple[str, str], LoraModule] = {}
     for key, info in asset.tensors.items():
-        for suffix, (_layout, role) in suffixes:
-            if not key.endswith(suffix):
-                continue
-            raw = key[: -len(suffix)].removeprefix("base_model.model.")
-            comp, rest = "unet", raw
-            for prefix, c in _KOHYA + _PEFT:
-                if raw.startswith(prefix):
-                    comp, rest = c, raw[len(prefix):]
-                    break
-            rest = rest.replace(".processor.", ".")
-            module = modules.setdefault((comp, _flat(rest)), LoraModule(comp, _flat(rest), key))
-            if role == "down":
-                module.down, module.key = info.shape, key
-            elif role == "up":
-                module.up = info.shape
-            break
+        found = lora_suffix(key)
+        if found is None:
+            continue
+        suffix, _layout, role = found
+        raw = key[: -len(suffix)].removeprefix("base_model.model.")
+        comp, rest = "unet", raw
+        for prefix, c in _KOHYA + _PEFT:
+            if raw.startswith(prefix):
+                comp, rest = c, raw[len(prefix):]
+                break
+        rest = rest.replace(".processor.", ".")
+        module = modules.setdefault((comp, _flat(rest)), LoraModule(comp, _flat(rest), key))
+        if role == "down":
+            module.down, module.key = info.shape, key
+        elif role == "up":
+            module.up = info.shape
     return list(modules.values())
 
 
