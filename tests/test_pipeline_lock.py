@@ -157,3 +157,29 @@ def test_old_versions_read_and_future_versions_refused(copy: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "lock version 3" in result.stderr and "newer" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_single_file_conversion_is_cached_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single file is converted to a diffusers folder once per sha256, under the registry root;
+    the second use converts nothing, changed bytes get their own folder."""
+    from safetensors import safe_open
+
+    from assetkit.factory import make_fixture
+    from assetkit.pipeline.assemble import as_diffusers_folder
+
+    monkeypatch.setenv("ASSETKIT_HOME", str(tmp_path / "home"))
+    vae = make_fixture("vae_sd", tmp_path, "safetensors", full=True)  # sparse: the released VAE's shapes
+    first = as_diffusers_folder(vae)
+    assert first == tmp_path / "home" / "assembled" / hashlib.sha256(vae.read_bytes()).hexdigest()
+    weights = first / "diffusion_pytorch_model.safetensors"
+    with safe_open(str(weights), "pt") as fh:
+        assert "decoder.conv_in.weight" in set(fh.keys())
+    written = weights.stat().st_mtime_ns
+    assert as_diffusers_folder(vae) == first and weights.stat().st_mtime_ns == written
+    assert as_diffusers_folder(vae, sha256=hashlib.sha256(vae.read_bytes()).hexdigest()) == first  # a lock's pin
+    with open(vae, "r+b") as fh:
+        fh.seek(-1, 2)
+        fh.write(b"\x01")
+    second = as_diffusers_folder(vae)
+    assert second != first and second.name == hashlib.sha256(vae.read_bytes()).hexdigest()
+    shutil.rmtree(tmp_path / "home")

@@ -96,7 +96,8 @@ class Lock:
 
     def sources(self) -> dict[str, Source]:
         """role -> the pinned source (path and registry id)."""
-        return {c.role: Source(c.name, Path(c.path), c.registry_id, c.registry_name, c.registry_sha256)
+        return {c.role: Source(c.name, Path(c.path), c.registry_id, c.registry_name, c.registry_sha256,
+                               c.files[0].sha256 if len(c.files) == 1 and not c.files[0].path else None)
                 for c in self.components}
 
 

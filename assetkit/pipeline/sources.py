@@ -21,6 +21,7 @@ class Source:
     registry_id: str | None = None
     registry_name: str | None = None
     registry_sha256: str | None = None
+    sha256: str | None = None  #: a single file's own sha256 when already known (a lock's pin)
 
 
 def open_registry() -> Any:
