@@ -88,6 +88,7 @@ def test_one_changed_byte_of_a_lora_is_refused_naming_the_file(copy: Path) -> No
     findings = doc["suites"]["lock"]["findings"]
     assert [f["code"] for f in findings] == ["lock-changed"]
     assert str(lora.resolve()) in findings[0]["message"] and findings[0]["where"] == "lora[0] lora.safetensors"
+    assert [f["code"] for f in doc["suites"]["validate"]["findings"]] == ["validate-not-run"]
     text = _cli("check", str(copy / "spec.lock"), "--no-smoke")
     assert text.exit_code == 1 and "lock-changed" in text.output and "FAIL" in text.output
 

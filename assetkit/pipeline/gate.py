@@ -80,7 +80,9 @@ def run_check(path: Path, *, device: str = "auto", smoke: bool = True, report_di
     result = CheckResult(str(path))
     if lock is not None:
         result.suites["lock"] = lock_findings
-    result.suites["validate"] = validate_files(sources) if not lock_findings else []
+    result.suites["validate"] = validate_files(sources) if not lock_findings else [
+        Finding("validate-not-run", "error", "scan and validate not run: the lock's files changed or are missing",
+                "validate")]
     t1 = time.perf_counter()
     compat = check_compatibility(spec, sources)
     result.compat = compat.to_dict()
