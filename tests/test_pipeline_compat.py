@@ -127,8 +127,11 @@ def test_single_files_full_size(full_size: Path) -> None:
                  f"controlnets: [{{name: {d}/controlnet_sd15.safetensors}}]\nvae: {d}/vae_sd.safetensors\n")
     assert sd1.ok, sd1.findings
     assert sd1.components["lora[0]"]["coverage"]["text_encoder"] == {"matched": 72, "total": 72}
-    # a kohya SD1 LoRA names UNet modules the diffusers way, the single file the ldm way: said, not guessed
-    assert "lora-coverage-unchecked" in _codes(sd1)
+    # a kohya SD1 LoRA names UNet modules the diffusers way, the single file the ldm way: the
+    # converter's key maps rename the base's modules, so every one is matched and shape-checked
+    assert sd1.components["lora[0]"]["coverage"]["unet"] == {"matched": 192, "total": 192}
+    assert "lora-coverage-unchecked" not in _codes(sd1)
+    assert ok.components["lora[0]"]["coverage"]["text_encoder_2"] == {"matched": 192, "total": 192}
     bad = _codes(_check(f"base: {d}/sdxl_base.safetensors\ncontrolnets: [{{name: {d}/controlnet_sd15.safetensors}}]\n"))
     assert any("ControlNet 768" in m and "base 2048" in m for m in bad["controlnet-mismatch"])
     assert bad["family-mismatch"] == ["controlnet of family sd1 on a base of family sdxl"]
@@ -144,3 +147,14 @@ def test_compat_on_full_size_files_imports_no_torch(full_size: Path) -> None:
             "print(r.ok, [m for m in ('torch', 'diffusers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "[]"]
+
+
+def test_renamed_coverage_still_fails_a_lora_of_other_widths(full_size: Path) -> None:
+    """The renamed base modules are shape-checked: an SD1.5 LoRA on SD2.1 (cross-attention 1024,
+    OpenCLIP-H) matches names but not widths, in the UNet and the text encoder."""
+    d = full_size
+    report = _check(f"base: {d}/sd21_768v_modelspec.safetensors\nloras: [{{name: {d}/lora_sd15_kohya.safetensors}}]\n")
+    mismatch = _codes(report)["lora-shape-mismatch"]
+    assert any(m.startswith("unet: ") and "input width 768 != base 1024" in m for m in mismatch), mismatch
+    assert any(m.startswith("text_encoder: ") for m in mismatch), mismatch
+    assert "lora-coverage-unchecked" not in _codes(report)

@@ -47,7 +47,7 @@ def print_result(result: object, json_output: bool) -> None:
 @DEVICE
 @JUNIT
 @REPORT
-@click.option("--no-smoke", is_flag=True, help="Files and compatibility only (no torch, no generation).")
+@click.option("--no-smoke", is_flag=True, help="Files and compatibility only (no pipeline is assembled, nothing is generated).")
 @json_option
 @handles_errors
 def command(target: Path, device: str, junit: Path | None, report_dir: Path | None, no_smoke: bool,

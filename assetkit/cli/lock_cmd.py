@@ -29,5 +29,5 @@ def command(spec: Path, output: Path | None, json_output: bool) -> None:
     for c in lock.components:
         size = sum(f.bytes for f in c.files)
         pin = c.files[0].sha256[:12] if len(c.files) == 1 else f"{len(c.files)} files"
-        rid = f"  registry id {c.registry_id}" if c.registry_id else ""
+        rid = f"  registry {c.registry_name} ({(c.registry_sha256 or '')[:12]})" if c.registry_name else ""
         click.echo(f"  {c.role:<22} {c.name}  ({pin}, {size} bytes){rid}")

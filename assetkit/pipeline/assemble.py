@@ -51,23 +51,14 @@ def choose_dtype(requested: str, device: str) -> str:
     return requested
 
 
-def as_diffusers_folder(path: Path, workdir: Path) -> Path:
+def as_diffusers_folder(path: Path, workdir: Path | None = None, sha256: str | None = None) -> Path:
     """``path`` itself when it is a folder; a single original-layout file converted to a diffusers
-    folder under ``workdir`` (once per sha256 of its first bytes and size) otherwise."""
+    folder once per content (:mod:`.assembled_cache`: under the registry, or ``workdir``)."""
     if path.is_dir():
         return path
-    from ..convert import plan_single_file_to_diffusers, write_diffusers_folder
-    from ..formats import open_asset
+    from .assembled_cache import cached_diffusers_folder
 
-    stat = path.stat()
-    out = workdir / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
-    if out.is_dir():
-        return out
-    workdir.mkdir(parents=True, exist_ok=True)
-    with open_asset(path) as asset:
-        plan = plan_single_file_to_diffusers(asset)
-        write_diffusers_folder(plan, asset, out)
-    return out
+    return cached_diffusers_folder(path, sha256=sha256, root=workdir)
 
 
 def _params_from_files(module: Any, folder: Path, role: str) -> list[Finding]:
@@ -108,8 +99,7 @@ def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdi
     device = choose_device(device if device != "auto" else spec.device)
     dtype = choose_dtype(spec.dtype, device)
     torch_dtype = getattr(torch, _TORCH_DTYPES[dtype])
-    workdir = workdir or Path(tempfile.gettempdir()) / "assetkit-assemble"
-    base = as_diffusers_folder(Path(sources["base"].path), workdir)
+    base = as_diffusers_folder(Path(sources["base"].path), workdir, sources["base"].sha256)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
     encoder_folder = None
     if spec.ip_adapter is not None:
@@ -118,14 +108,15 @@ def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdi
         encoder_folder, kwargs["image_encoder"] = load_image_encoder(sources, torch_dtype)
     controlnets = []
     for i in range(len(spec.controlnets)):
-        folder = as_diffusers_folder(Path(sources[f"controlnet[{i}]"].path), workdir)
+        src = sources[f"controlnet[{i}]"]
+        folder = as_diffusers_folder(Path(src.path), workdir, src.sha256)
         controlnets.append((folder, diffusers.ControlNetModel.from_pretrained(str(folder), **kwargs)))
     if controlnets:
         models = [m for _, m in controlnets]
         kwargs["controlnet"] = models[0] if len(models) == 1 else models
     vae_folder = None
     if spec.vae:
-        vae_folder = as_diffusers_folder(Path(sources["vae"].path), workdir)
+        vae_folder = as_diffusers_folder(Path(sources["vae"].path), workdir, sources["vae"].sha256)
         kwargs["vae"] = diffusers.AutoencoderKL.from_pretrained(str(vae_folder), dtype=torch_dtype,
                                                                 local_files_only=True)
     task = resolve_task(spec.task, *_unet_channels(base))
@@ -164,7 +155,8 @@ def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdi
     if spec.ip_adapter is not None:
         from .ip_adapter_load import load_ip_adapter
 
-        plain_processors = load_ip_adapter(pipe, Path(sources["ip_adapter"].path), spec.ip_adapter.scale, workdir)
+        plain_processors = load_ip_adapter(pipe, Path(sources["ip_adapter"].path), spec.ip_adapter.scale,
+                                           workdir or Path(tempfile.gettempdir()) / "assetkit-assemble")
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return Assembled(pipe, device, dtype, adapters, [lora.scale for lora in spec.loras],

@@ -18,6 +18,7 @@ from typing import Any
 from ..findings import Finding
 from ..formats import Asset, TensorInfo, open_asset
 from .ip_adapter_compat import check_image_encoder, check_ip_adapter
+from .lora_names import Renamer, renamer
 from .tasks import AUTO_PIPELINES, task_findings
 
 #: The schedulers a Stable Diffusion (UNet, epsilon/v) pipeline accepts: diffusers'
@@ -162,27 +163,26 @@ _PEFT = (("unet.", "unet"), ("text_encoder_2.", "text_encoder_2"), ("text_encode
 
 def lora_modules(asset: Asset) -> list[LoraModule]:
     """The adapted modules of a LoRA file in any of the key namings of the catalogue."""
-    from .. import catalogue
+    from ..probe.lora import lora_suffix
 
-    suffixes = sorted(catalogue.load("signatures.json")["lora"]["suffixes"].items(), key=lambda kv: -len(kv[0]))
     modules: dict[tuple[str, str], LoraModule] = {}
     for key, info in asset.tensors.items():
-        for suffix, (_layout, role) in suffixes:
-            if not key.endswith(suffix):
-                continue
-            raw = key[: -len(suffix)].removeprefix("base_model.model.")
-            comp, rest = "unet", raw
-            for prefix, c in _KOHYA + _PEFT:
-                if raw.startswith(prefix):
-                    comp, rest = c, raw[len(prefix):]
-                    break
-            rest = rest.replace(".processor.", ".")
-            module = modules.setdefault((comp, _flat(rest)), LoraModule(comp, _flat(rest), key))
-            if role == "down":
-                module.down, module.key = info.shape, key
-            elif role == "up":
-                module.up = info.shape
-            break
+        found = lora_suffix(key)
+        if found is None:
+            continue
+        suffix, _layout, role = found
+        raw = key[: -len(suffix)].removeprefix("base_model.model.")
+        comp, rest = "unet", raw
+        for prefix, c in _KOHYA + _PEFT:
+            if raw.startswith(prefix):
+                comp, rest = c, raw[len(prefix):]
+                break
+        rest = rest.replace(".processor.", ".")
+        module = modules.setdefault((comp, _flat(rest)), LoraModule(comp, _flat(rest), key))
+        if role == "down":
+            module.down, module.key = info.shape, key
+        elif role == "up":
+            module.up = info.shape
     return list(modules.values())
 
 
@@ -199,9 +199,12 @@ def _scheme(names: Any) -> str | None:
     return None
 
 
-def lora_coverage(lora: list[LoraModule], base: dict[str, dict[str, tuple[int, ...]]], where: str
-                  ) -> tuple[dict[str, dict[str, int]], list[Finding]]:
-    """matched/total per component and a finding for every unmatched module or shape mismatch."""
+def lora_coverage(lora: list[LoraModule], base: dict[str, dict[str, tuple[int, ...]]], where: str,
+                  rename: Renamer | None = None) -> tuple[dict[str, dict[str, int]], list[Finding]]:
+    """matched/total per component and a finding for every unmatched module or shape mismatch.
+
+    Where the LoRA and the base name modules differently, ``rename`` (:mod:`.lora_names`: the
+    converter's key maps) gives the base's modules in the LoRA's naming."""
     findings: list[Finding] = []
     coverage: dict[str, dict[str, int]] = {}
     by_comp: dict[str, list[LoraModule]] = {}
@@ -216,6 +219,10 @@ def lora_coverage(lora: list[LoraModule], base: dict[str, dict[str, tuple[int, .
             coverage[comp] = {"matched": 0, "total": len(modules)}
             continue
         lora_scheme, base_scheme = _scheme(m.module for m in modules), _scheme(targets)
+        if lora_scheme and base_scheme and lora_scheme != base_scheme and rename is not None:
+            renamed = rename(comp, lora_scheme)
+            if renamed:
+                targets, base_scheme = renamed, lora_scheme
         if lora_scheme and base_scheme and lora_scheme != base_scheme:
             findings.append(Finding("lora-coverage-unchecked", "warning",
                                     f"{comp}: the LoRA names modules in {lora_scheme} naming, the base in "
@@ -340,6 +347,7 @@ def check_compatibility(spec: Any, sources: dict[str, Any]) -> CompatReport:
         out.findings.append(Finding("family-unknown", "warning", "family of the base unknown; decided by widths only",
                                     f"base {base_src.name}"))
     modules = base_modules(parts)
+    rename = renamer(Path(base_src.path), parts, _flat)
     for role, src in sources.items():
         if role == "base":
             continue
@@ -352,7 +360,7 @@ def check_compatibility(spec: Any, sources: dict[str, Any]) -> CompatReport:
                 _family_check(role, src.name, result, base_family, out)
             if role.startswith("lora"):
                 _expect_kind(result, "lora", where, out)
-                coverage, findings = lora_coverage(lora_modules(asset), modules, where)
+                coverage, findings = lora_coverage(lora_modules(asset), modules, where, rename)
                 facts["coverage"] = coverage
                 out.findings.extend(findings)
             elif role.startswith("controlnet"):

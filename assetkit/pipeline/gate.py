@@ -39,12 +39,13 @@ class CheckResult:
 
 def load_target(path: Path) -> tuple[Any, Any, dict[str, Any], list[Finding]]:
     """(spec, lock or None, sources, lock findings) for a spec or lock file."""
-    from .lock import is_lock_file, read_lock, verify_lock
+    from .lock import is_lock_file, locate, read_lock, verify_lock
     from .sources import fetch_missing, resolve
     from .spec import load_spec
 
     if is_lock_file(path):
         lock = read_lock(path)
+        locate(lock)  # registry content id, then registry name, then the stored path
         fetch_missing(lock, None)  # the team remote's hook: pulls pinned blobs that are missing here
         return lock.spec, lock, lock.sources(), verify_lock(lock)
     spec = load_spec(path)
@@ -79,7 +80,9 @@ def run_check(path: Path, *, device: str = "auto", smoke: bool = True, report_di
     result = CheckResult(str(path))
     if lock is not None:
         result.suites["lock"] = lock_findings
-    result.suites["validate"] = validate_files(sources) if not lock_findings else []
+    result.suites["validate"] = validate_files(sources) if not lock_findings else [
+        Finding("validate-not-run", "error", "scan and validate not run: the lock's files changed or are missing",
+                "validate")]
     t1 = time.perf_counter()
     compat = check_compatibility(spec, sources)
     result.compat = compat.to_dict()

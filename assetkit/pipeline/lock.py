@@ -1,6 +1,8 @@
 """Locks: a spec with every component pinned by sha256 (and registry id).
 
-``lock_spec`` resolves and hashes; ``write_lock``/``read_lock`` store it as JSON (atomically);
+``lock_spec`` resolves and hashes; ``write_lock``/``read_lock`` store it as JSON (atomically,
+paths relative to the lock file, registry assets by name and content id); ``locate`` finds each
+component on this machine (registry content id, then name, then the stored path);
 ``verify_lock`` re-hashes and reports every changed, missing or extra file as a finding;
 ``missing_blobs`` lists the pinned sha256s that are not present locally (the remote's hook).
 Light: no torch.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,8 @@ from ..findings import Finding
 from .sources import Source, resolve
 from .spec import PipelineSpec, SpecError, spec_from_dict
 
-LOCK_VERSION = 1
+LOCK_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _CHUNK = 1 << 20
 
 
@@ -52,13 +56,28 @@ class PinnedFile:
 class LockedComponent:
     role: str
     name: str
-    path: str
+    path: str  #: where the files are on this machine (absolute); stored relative to the lock file
     files: list[PinnedFile]
-    registry_id: str | None = None
+    registry_id: str | None = None  #: this machine's record id (informational: ids differ between machines)
+    registry_name: str | None = None  #: the record's name when the spec named a registry asset
+    registry_sha256: str | None = None  #: the record's content id (the same on every machine)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "name": self.name, "path": self.path, "registry_id": self.registry_id,
-                "files": [f.to_dict() for f in self.files]}
+    def to_dict(self, base: Path | None = None) -> dict[str, Any]:
+        registry = None
+        if self.registry_sha256 or self.registry_name:
+            registry = {"name": self.registry_name, "sha256": self.registry_sha256, "id": self.registry_id}
+        return {"role": self.role, "name": self.name, "path": _relative(Path(self.path), base),
+                "registry": registry, "files": [f.to_dict() for f in self.files]}
+
+
+def _relative(path: Path, base: Path | None) -> str:
+    """``path`` relative to ``base`` (POSIX separators), absolute when there is no relative way."""
+    if base is None:
+        return str(path)
+    try:
+        return Path(os.path.relpath(path, base)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(path)
 
 
 @dataclass
@@ -66,14 +85,20 @@ class Lock:
     spec: PipelineSpec
     components: list[LockedComponent] = field(default_factory=list)
     source: Path | None = None
+    version: int = LOCK_VERSION  #: the version it was read as (written files are always LOCK_VERSION)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, base: Path | None = None) -> dict[str, Any]:
+        """The JSON form; paths relative to ``base`` (default: the lock file's folder, when known)."""
+        if base is None and self.source is not None:
+            base = Path(self.source).resolve().parent
         return {"assetkit_lock": LOCK_VERSION, "spec": self.spec.to_dict(),
-                "components": [c.to_dict() for c in self.components]}
+                "components": [c.to_dict(base) for c in self.components]}
 
     def sources(self) -> dict[str, Source]:
         """role -> the pinned source (path and registry id)."""
-        return {c.role: Source(c.name, Path(c.path), c.registry_id) for c in self.components}
+        return {c.role: Source(c.name, Path(c.path), c.registry_id, c.registry_name, c.registry_sha256,
+                               c.files[0].sha256 if len(c.files) == 1 and not c.files[0].path else None)
+                for c in self.components}
 
 
 def pin(path: Path) -> list[PinnedFile]:
@@ -87,15 +112,19 @@ def lock_spec(spec: PipelineSpec, registry: Any | None = None) -> Lock:
     lock = Lock(spec)
     for role, name in spec.components():
         source = resolve(name, spec.root, registry)
-        lock.components.append(LockedComponent(role, name, str(source.path), pin(source.path), source.registry_id))
+        lock.components.append(LockedComponent(role, name, str(source.path), pin(source.path), source.registry_id,
+                                               source.registry_name, source.registry_sha256))
     return lock
 
 
 def write_lock(lock: Lock, dest: Path, overwrite: bool = True) -> Path:
+    """Write ``lock`` to ``dest`` atomically, its paths relative to ``dest``'s folder."""
     from ..formats.atomic import atomic_write
 
+    text = json.dumps(lock.to_dict(Path(dest).resolve().parent), indent=2) + "\n"
     with atomic_write(dest, overwrite=overwrite) as fh:
-        fh.write((json.dumps(lock.to_dict(), indent=2) + "\n").encode("utf-8"))
+        fh.write(text.encode("utf-8"))
+    lock.source = Path(dest)
     return dest
 
 
@@ -110,22 +139,66 @@ def is_lock_file(path: Path) -> bool:
 
 
 def read_lock(path: Path) -> Lock:
+    """Read a lock of any version this assetkit knows (1: absolute paths, local registry ids; 2:
+    paths relative to the lock, registry names and content ids). A newer version is refused."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError("no such file", where=str(path)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SpecError(f"not a readable lock file: {exc}", where=str(path)) from None
-    if not isinstance(doc, dict) or doc.get("assetkit_lock") != LOCK_VERSION:
-        raise SpecError(f"not an assetkit lock (version {LOCK_VERSION})", where=str(path))
+    version = doc.get("assetkit_lock") if isinstance(doc, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SpecError("not an assetkit lock (no integer assetkit_lock version)", where=str(path))
+    if version not in READABLE_VERSIONS:
+        newer = "written by a newer assetkit; upgrade to read it" if version > LOCK_VERSION else "unknown"
+        raise SpecError(f"lock version {version} is {newer} (this assetkit reads versions "
+                        f"{', '.join(map(str, READABLE_VERSIONS))})", where=str(path))
+    folder = Path(path).resolve().parent
     try:
         spec = spec_from_dict(doc["spec"], source=Path(path).resolve(), where=f"{path} (spec)")
-        components = [LockedComponent(c["role"], c["name"], c["path"],
-                                      [PinnedFile(f["path"], f["sha256"], int(f["bytes"])) for f in c["files"]],
-                                      c.get("registry_id")) for c in doc["components"]]
-    except (KeyError, TypeError, ValueError) as exc:
+        components = [_component(c, version, folder) for c in doc["components"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SpecError(f"broken lock file: missing or wrong field {exc}", where=str(path)) from None
-    return Lock(spec, components, source=Path(path))
+    return Lock(spec, components, source=Path(path), version=version)
+
+
+def _component(doc: dict[str, Any], version: int, folder: Path) -> LockedComponent:
+    files = [PinnedFile(str(f["path"]), str(f["sha256"]), int(f["bytes"])) for f in doc["files"]]
+    hint = Path(doc["path"])
+    path = str(hint if hint.is_absolute() else (folder / hint).resolve())
+    if version == 1:  # a local record id only; the spec's name was the registry name
+        rid = doc.get("registry_id")
+        return LockedComponent(doc["role"], doc["name"], path, files, rid, doc["name"] if rid else None)
+    registry = doc.get("registry") or {}
+    return LockedComponent(doc["role"], doc["name"], path, files, registry.get("id"), registry.get("name"),
+                           registry.get("sha256"))
+
+
+def locate(lock: Lock, registry: Any | None = None) -> None:
+    """Point every component of ``lock`` at its files on this machine, in order: the registry
+    asset with the pinned content id, the registry asset of the pinned name, the path stored in
+    the lock. (The team remote comes last: :func:`..sources.fetch_missing` pulls what is still
+    missing.) The registry is opened only for a lock that names registry assets."""
+    from ..errors import AssetkitError
+    from .sources import open_registry, registry_source
+
+    wanted = [c for c in lock.components if c.registry_sha256 or c.registry_name]
+    if not wanted:
+        return
+    registry = registry if registry is not None else open_registry()
+    for component in wanted:
+        for key in (component.registry_sha256, component.registry_name):
+            if not key:
+                continue
+            try:
+                source = registry_source(registry, key)
+            except AssetkitError:
+                continue
+            if key == component.registry_sha256 and source.registry_sha256 != key:
+                continue  # the hash of a file inside another asset, not this asset's content id
+            component.path, component.registry_id = str(source.path), source.registry_id
+            break
 
 
 def _file_path(component: LockedComponent, pinned: PinnedFile) -> Path:

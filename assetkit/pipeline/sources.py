@@ -13,11 +13,15 @@ from ..errors import AssetkitError
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved component: the path to read and, for a registry name, the record's id."""
+    """A resolved component: the path to read and, for a registry name, the record's local id,
+    canonical name and content id (its sha256, the same on every machine that holds the asset)."""
 
     name: str
     path: Path
     registry_id: str | None = None
+    registry_name: str | None = None
+    registry_sha256: str | None = None
+    sha256: str | None = None  #: a single file's own sha256 when already known (a lock's pin)
 
 
 def open_registry() -> Any:
@@ -39,14 +43,18 @@ def resolve(name: str, root: Path, registry: Any | None = None) -> Source:
         return Source(name, candidate.resolve())
     if "/" in name or name.endswith((".safetensors", ".ckpt", ".pt", ".bin")):
         raise AssetkitError("no such file or directory", where=str(candidate))
-    registry = registry if registry is not None else open_registry()
-    record = registry.resolve(name)  # NotFoundError is an AssetkitError naming the name
+    return registry_source(registry if registry is not None else open_registry(), name)
+
+
+def registry_source(registry: Any, key: str, name: str | None = None) -> Source:
+    """The registry asset named or hashed ``key`` (NotFoundError, an AssetkitError, when absent)."""
+    record = registry.resolve(key)
     first, second = ("file", "diffusers") if record.kind in _FILE_KINDS else ("diffusers", "file")
     try:
-        path = Path(registry.path(name, layout=first))
+        path = Path(registry.path(f"#{record.id}", layout=first))
     except AssetkitError:
-        path = Path(registry.path(name, layout=second))
-    return Source(name, path.resolve(), str(record.id))
+        path = Path(registry.path(f"#{record.id}", layout=second))
+    return Source(name or key, path.resolve(), str(record.id), record.name, record.sha256)
 
 
 def fetch_missing(lock: Any, registry: Any | None, progress: Any = None) -> list[str]:

@@ -4,6 +4,8 @@ those targets belong to (from module names and the widths they take)."""
 
 from __future__ import annotations
 
+import functools
+import re
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,28 +27,43 @@ class _Module:
 _UNET_TOKENS = ("attentions", "input_blocks", "output_blocks", "middle_block", "mid_block")
 
 
-def _suffix_table() -> list[tuple[str, str | None, str]]:
-    table = catalog.signatures()["lora"]["suffixes"]
-    return sorted(((sfx, lay, role) for sfx, (lay, role) in table.items()), key=lambda r: -len(r[0]))
+@functools.cache
+def _suffix_matcher() -> tuple[re.Pattern[str], dict[str, tuple[str | None, str]]]:
+    """The catalogue's LoRA key suffixes as one anchored pattern over the reversed key, longest
+    first: one C-level match per key instead of an ``endswith`` per suffix (a 2,500-tensor
+    checkpoint is probed by this prober too)."""
+    table = {sfx: (lay, role) for sfx, (lay, role) in catalog.signatures()["lora"]["suffixes"].items()}
+    ordered = sorted(table, key=len, reverse=True)
+    return re.compile("|".join(re.escape(sfx[::-1]) for sfx in ordered)), table
+
+
+def lora_suffix(key: str) -> tuple[str, str | None, str] | None:
+    """(suffix, layout, role) for the longest catalogue LoRA suffix ``key`` ends with, else None."""
+    pattern, table = _suffix_matcher()
+    hit = pattern.match(key[::-1])
+    if hit is None:
+        return None
+    sfx = hit.group()[::-1]
+    return (sfx, *table[sfx])
 
 
 def probe_lora(view: KeyView, ctx: Context) -> Verdict | None:
     if not len(view):
         return None
-    suffixes = _suffix_table()
     modules: dict[str, _Module] = {}
     explained = 0
     for key in view.names():
-        for sfx, layout, role in suffixes:
-            if key.endswith(sfx):
-                name = key[: -len(sfx)]
-                module = modules.setdefault(name, _Module(name))
-                module.roles[role] = view.shape(key) or ()
-                module.keys[role] = key
-                if layout:
-                    module.layouts.add(layout)
-                explained += 1
-                break
+        found = lora_suffix(key)
+        if found is None:
+            continue
+        sfx, layout, role = found
+        name = key[: -len(sfx)]
+        module = modules.setdefault(name, _Module(name))
+        module.roles[role] = view.shape(key) or ()
+        module.keys[role] = key
+        if layout:
+            module.layouts.add(layout)
+        explained += 1
     real = [m for m in modules.values() if m.layouts]
     if not real:
         return None
