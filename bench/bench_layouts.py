@@ -119,6 +119,9 @@ def bench_case(case: str, workdir: Path, runs: int) -> dict:
     remove(folder)
     table = print_table(f"{case}: {size / 2**30:.2f} GiB single file <-> diffusers folder",
                         [cp_sync, to_diffusers, to_single, route], baseline=cp_sync)
+    for row in (to_diffusers, to_single):
+        print(f"{row.label}: median {row.median:.2f} s, {row.median / cp_sync.median:.2f}x cp+sync, "
+              f"{row.median / route.median:.2f}x the diffusers route, peak {row.rss:.0f} MiB")
     return {"case": case, "bytes": size, "rows": table, "round_trip": same}
 
 

@@ -400,13 +400,36 @@ def _target_chunks(target: TargetTensor, locate: Locate, reader: Any, dtype: str
         yield chunk if dtype == target.dtype else cast_bytes(chunk, target.dtype, dtype)
 
 
-def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, dtype: str | None,
-                   metadata: Mapping[str, str] | None = None, *, hash_key: str | None = None) -> str | None:
-    """Stream ``targets`` into a safetensors file at ``dest`` (atomic). With ``hash_key``, the
-    metadata entry of that name becomes ``0x`` + the sha256 of the tensor data, computed while
-    writing and patched into the header before the file is committed. Returns that digest."""
-    import hashlib
+def _target_ranges(target: TargetTensor, locate: Locate, reader: Any, dtype: str) -> list[Any] | None:
+    """The target's bytes as file ranges of its sources, when they are copied unchanged (same
+    dtype, no transpose, contiguous little-endian sources); None when they must be computed."""
+    from ..formats.ranges import FileRange
+    from .to_safetensors import _source_start
 
+    if dtype != target.dtype or target.transform:
+        return None
+    ranges = []
+    for part in target.parts:
+        asset, key = locate(part.source)
+        info = asset.tensors[key]
+        if info.file is None or not reader.is_direct(info):
+            return None
+        start = _source_start(info) + part.start
+        if info.storage_nbytes is not None and start + part.stop - part.start > info.data_offset + info.storage_nbytes:
+            return None  # the chunked path reports it
+        ranges.append(FileRange(str(info.file), start, part.stop - part.start))
+    return ranges
+
+
+def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, dtype: str | None,
+                   metadata: Mapping[str, str] | None = None, *, hash_key: str | None = None,
+                   kernel_copy: bool = True) -> str | None:
+    """Stream ``targets`` into a safetensors file at ``dest`` (atomic): unchanged bytes are copied
+    file to file (:mod:`assetkit.formats.ranges`), cast or transposed ones computed in chunks.
+    With ``hash_key``, the metadata entry of that name becomes ``0x`` + the sha256 of the tensor
+    data, computed in the same pass and patched into the header before the file is committed.
+    Returns that digest."""
+    from ..formats.ranges import OutputHasher, write_pieces
     from ..formats.safetensors import SafetensorsWriter, TensorSpec
     from .dtype_cast import output_dtype
     from .to_safetensors import _Source
@@ -415,59 +438,33 @@ def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, 
     out_dtypes = [output_dtype(t.dtype, dtype) for t in targets]
     specs = [TensorSpec(t.name, d, t.shape) for t, d in zip(targets, out_dtypes, strict=True)]
     meta = dict(metadata or {})
-    digest = hashlib.sha256() if hash_key else None
     if hash_key:
         meta[hash_key] = "0x" + "0" * 64  # placeholder of the final length
     reader = _Source()
-    hasher = _Hasher(digest) if digest is not None else None
+    pieces: list[Any] = []
+    for target, out in zip(targets, out_dtypes, strict=True):
+        ranges = _target_ranges(target, locate, reader, out)
+        if ranges is None:
+            pieces.append(_target_chunks(target, locate, reader, out))
+        else:
+            pieces.extend(ranges)
+    hasher: OutputHasher | None = None
+    digest: str | None = None
     try:
         with SafetensorsWriter(dest, specs, meta or None) as writer:
-            for target, out in zip(targets, out_dtypes, strict=True):
-                for chunk in _target_chunks(target, locate, reader, out):
-                    if hasher is not None:
-                        hasher.feed(chunk)
-                    writer.write(chunk)
+            if hash_key:
+                assert writer.temp_path is not None
+                hasher = OutputHasher(writer.temp_path)
+            write_pieces(writer, pieces, hasher, kernel_copy=kernel_copy)
             if hasher is not None and hash_key:
-                meta[hash_key] = "0x" + hasher.hexdigest()
+                digest = hasher.hexdigest()
+                meta[hash_key] = "0x" + digest
                 writer.replace_metadata(meta)
     finally:
         if hasher is not None:
             hasher.close()
         reader.close()
-    return digest.hexdigest() if digest is not None else None
-
-
-class _Hasher:
-    """sha256 in a second thread (hashlib releases the GIL), so hashing overlaps reading and
-    writing; chunks are copied (the reader reuses its buffer) and at most a few are queued."""
-
-    def __init__(self, digest: Any, depth: int = 4) -> None:
-        import queue
-        import threading
-
-        self.digest = digest
-        self.queue: Any = queue.Queue(maxsize=depth)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            self.digest.update(item)
-
-    def feed(self, chunk: memoryview) -> None:
-        self.queue.put(bytes(chunk))
-
-    def hexdigest(self) -> str:
-        self.close()
-        return self.digest.hexdigest()
-
-    def close(self) -> None:
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
+    return digest
 
 
 def _weight_name(library: str, variant: str | None) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AssetkitError, FormatError
 from ..findings import Finding, truncated
@@ -33,6 +33,9 @@ from .atomic import AtomicFile, check_destination
 from .base import Asset, TensorInfo
 from .dtypes import DTYPES
 from .sniff import HEADER_CAP  # the one definition, shared with sniffing
+
+if TYPE_CHECKING:
+    from .ranges import FileRange, RangeCopier
 
 __all__ = [
     "HEADER_CAP",
@@ -778,6 +781,35 @@ class SafetensorsWriter:
             raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
         self.bytes_written += size
         return size
+
+    def copy_range(self, source: FileRange, copier: RangeCopier) -> tuple[int, int]:
+        """Append ``source``'s bytes, copied file to file by ``copier`` (made for this writer's
+        :meth:`output_fd`) without passing through this process. Returns the (file offset,
+        length) the bytes took in the output. Counts, and refuses overflow, like :meth:`write`."""
+        self._require_open("write")
+        size = source.length
+        if size <= 0:
+            return len(self.header) + self.bytes_written, 0
+        if self.bytes_written + size > self.total_bytes:
+            raise AssetkitError(
+                f"too many bytes: copying {size:,} more would exceed the {self.total_bytes:,} bytes declared "
+                f"for all tensors ({self.bytes_written:,} already written)", where=str(self.dest))
+        self.flush()  # buffered bytes go first: the copy lands after them
+        fd = self.output_fd()
+        start = len(self.header) + self.bytes_written
+        try:
+            copier.copy(source, start)
+            os.lseek(fd, start + size, os.SEEK_SET)  # buffered writes continue after the copy
+        except OSError as exc:
+            raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
+        self.bytes_written += size
+        return start, size
+
+    def output_fd(self) -> int:
+        """The open temporary file's descriptor (for a :class:`RangeCopier`)."""
+        self._require_open("copy into")
+        assert self._output is not None
+        return self._output.file.fileno()
 
     def write_tensor(self, name: str, data: Any) -> int:
         """Write one whole tensor, checking that it is the next one declared and has its exact size."""
