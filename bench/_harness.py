@@ -49,7 +49,13 @@ def user_env() -> dict[str, str]:
 
 
 def run_once(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run ``cmd`` to completion; return (wall seconds, peak RSS MiB of that process).
+    """Run ``cmd`` to completion; return (wall seconds, peak RSS MiB of that process)."""
+    wall, rss, _ = run_timed(cmd, env)
+    return wall, rss
+
+
+def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Run ``cmd`` to completion; return (wall seconds, peak RSS MiB, CPU seconds user + system).
 
     Keep the measuring process small (build inputs in child processes): a forked child starts
     with its parent's resident pages, which would count in its peak.
@@ -64,7 +70,7 @@ def run_once(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, 
         raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
     if proc.stderr:
         proc.stderr.close()
-    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # Linux reports KiB
 
 
 def measure(label: str, cmd: list[str], runs: int = 5, warmup: int = 1, env: dict[str, str] | None = None,

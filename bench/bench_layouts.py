@@ -12,24 +12,40 @@ command runs as a whole process:
 * ``assetkit convert OUT BACK --to single-file`` (diffusers has no API for this direction; its
   repository script is not part of the package), against ``cp`` + ``sync`` of the same bytes.
 
-Prints wall time, peak RSS and the ratio to ``cp`` + ``sync``. Page caches cannot be dropped
-here: every command reads a warm source.
+Rounds are interleaved (``cp`` + ``sync``, to diffusers, back, in each round, with a ``sync`` and a
+pause before every command) and each ratio to ``cp`` + ``sync`` is the median of the per-round
+ratios: the shared disk's write speed here drifts by 2-3x over minutes, and back-to-back blocks of
+one command would measure the drift. Prints wall time, CPU time, peak RSS and those ratios; the
+diffusers route runs once (it is 5-10x slower). Page caches cannot be dropped here: every command
+reads a warm source.
 
-Usage: ``python bench/bench_layouts.py [--workdir DIR] [--runs N] [--only sd15|sdxl]`` (the sources are
-removed on the way: at most the source and one output are on disk at once)
+Usage: ``python bench/bench_layouts.py [--workdir DIR] [--runs N] [--only sd15|sdxl]`` (on disk at
+once: the source, the folder and one output; SDXL about 21 GB)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import DEFAULT_WORKDIR, PYTHON, assetkit_cmd, measure, print_table  # noqa: E402
+from _harness import (  # noqa: E402
+    DEFAULT_WORKDIR,
+    PYTHON,
+    Measurement,
+    assetkit_cmd,
+    measure,
+    print_table,
+    run_timed,
+    user_env,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CP_SYNC = 'cp "$1" "$2" && sync "$2"'
@@ -90,45 +106,71 @@ def digests(path: Path) -> dict[str, str]:
     return json.loads(out.stdout)
 
 
+def settle() -> None:
+    """Flush what earlier commands left dirty, so that no command pays for another's writes."""
+    os.sync()
+    time.sleep(1.0)
+
+
 def bench_case(case: str, workdir: Path, runs: int) -> dict:
-    """At most two full-size copies on disk at any time: the source and one output (SDXL ~7 GB each)."""
+    """Interleaved rounds: each round runs ``cp`` + ``sync``, ``--to diffusers`` and ``--to single-file``
+    back to back, so the ratios compare commands that saw the same disk (a shared disk's write
+    speed drifts by 2-3x over minutes here). On disk at once: the source, the folder and one
+    output (SDXL: about 21 GB)."""
     layout, config_id, pipeline_class = CASES[case]
     src = ensure_random(workdir / f"{case}-random-fp16.safetensors", layout)
     size = src.stat().st_size
     copy, folder, back, theirs = (workdir / f"{case}-cp.safetensors", workdir / f"{case}-diffusers",
                                   workdir / f"{case}-back.safetensors", workdir / f"{case}-diffusers-route")
     configs = REPO / "registry" / "configs" / config_id
-    cp_sync = measure("cp + sync", ["sh", "-c", CP_SYNC, "sh", str(src), str(copy)], runs=runs, warmup=0,
-                      before_each=lambda: remove(copy))
-    remove(copy)
+    env = user_env()
+    cp_cmd = ["sh", "-c", CP_SYNC, "sh", str(src), str(copy)]
+    fwd_cmd = assetkit_cmd("convert", str(src), str(folder), "--to", "diffusers")
+    back_cmd = assetkit_cmd("convert", str(folder), str(back), "--to", "single-file")
+    rows = {key: Measurement(label, [], []) for key, label in (
+        ("cp", "cp + sync"), ("fwd", "assetkit convert --to diffusers"),
+        ("back", "assetkit convert --to single-file"))}
+    cpu = {key: [] for key in rows}
+    ratios: dict[str, list[float]] = {"fwd": [], "back": []}
+    for _ in range(runs):
+        for key, cmd, out in (("cp", cp_cmd, copy), ("fwd", fwd_cmd, folder), ("back", back_cmd, back)):
+            remove(out)
+            settle()
+            wall, rss, cpu_s = run_timed(cmd, env)
+            rows[key].wall_s.append(wall)
+            rows[key].peak_rss_mib.append(rss)
+            cpu[key].append(cpu_s)
+        remove(copy)
+        for key in ratios:
+            ratios[key].append(rows[key].wall_s[-1] / rows["cp"].wall_s[-1])
+    same = "round trip bit-identical" if digests(back) == digests(src) else "ROUND TRIP DIFFERS"
+    print(same)
+    remove(back)
+    remove(folder)
+    settle()
     route = measure("diffusers from_single_file + save_pretrained",
                     [PYTHON, "-c", DIFFUSERS_ROUTE, str(src), str(theirs), pipeline_class, str(configs)],
                     runs=1, warmup=0, before_each=lambda: remove(theirs))
     remove(theirs)
-    to_diffusers = measure("assetkit convert --to diffusers",
-                           assetkit_cmd("convert", str(src), str(folder), "--to", "diffusers"),
-                           runs=runs, warmup=0, before_each=lambda: remove(folder))
-    before = digests(src)
-    remove(src)
-    to_single = measure("assetkit convert --to single-file",
-                        assetkit_cmd("convert", str(folder), str(back), "--to", "single-file"),
-                        runs=runs, warmup=0, before_each=lambda: remove(back))
-    same = "round trip bit-identical" if digests(back) == before else "ROUND TRIP DIFFERS"
-    print(same)
-    remove(back)
-    remove(folder)
     table = print_table(f"{case}: {size / 2**30:.2f} GiB single file <-> diffusers folder",
-                        [cp_sync, to_diffusers, to_single, route], baseline=cp_sync)
-    for row in (to_diffusers, to_single):
-        print(f"{row.label}: median {row.median:.2f} s, {row.median / cp_sync.median:.2f}x cp+sync, "
-              f"{row.median / route.median:.2f}x the diffusers route, peak {row.rss:.0f} MiB")
-    return {"case": case, "bytes": size, "rows": table, "round_trip": same}
+                        [rows["cp"], rows["fwd"], rows["back"], route], baseline=rows["cp"])
+    summary = {}
+    for key in ratios:
+        row = rows[key]
+        summary[key] = {"ratio_to_cp_sync": statistics.median(ratios[key]),
+                        "ratio_to_diffusers_route": row.median / route.median, "peak_rss_mib": row.rss,
+                        "cpu_s": statistics.median(cpu[key])}
+        print(f"{row.label}: median {row.median:.2f} s; {statistics.median(ratios[key]):.2f}x cp+sync (median of "
+              f"{runs} interleaved rounds: {', '.join(f'{r:.2f}' for r in ratios[key])}); "
+              f"{row.median / route.median:.2f}x the diffusers route; CPU {statistics.median(cpu[key]):.2f} s "
+              f"(cp+sync {statistics.median(cpu['cp']):.2f} s); peak {row.rss:.0f} MiB")
+    return {"case": case, "bytes": size, "rows": table, "summary": summary, "round_trip": same}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=sorted(CASES))
     args = parser.parse_args()
     results = []

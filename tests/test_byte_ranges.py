@@ -4,12 +4,13 @@ kernel path and the forced read/write fallback; an interrupted copy leaves nothi
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from assetkit.formats.ranges import FileRange, OutputHasher, merge_ranges, write_pieces
+from assetkit.formats.ranges import FileRange, OutputHasher, RangeCopier, merge_ranges, write_pieces
 from assetkit.formats.safetensors import SafetensorsWriter, TensorSpec, read_safetensors
 
 
@@ -91,3 +92,34 @@ def test_interrupted_copy_leaves_no_partial_output(tmp_path):
 def _raise_interrupt():
     raise KeyboardInterrupt
     yield b""  # pragma: no cover
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_copier_reports_every_chunk_so_the_hash_follows_the_copy(tmp_path, kernel_copy):
+    """A long merged range is copied in chunks; each chunk is reported as it lands (the hasher
+    starts before the range ends), the reports tile the range, and the digest is the data's."""
+    path, _ = _source(tmp_path)
+    raw = path.read_bytes()
+    out = tmp_path / "out.bin"
+    out.write_bytes(b"\0" * 100)
+    fd = os.open(out, os.O_RDWR)
+    hasher = OutputHasher(out)
+    seen: list[tuple[int, int]] = []
+
+    def report(offset: int, length: int) -> None:
+        seen.append((offset, length))
+        hasher.feed_written(offset, length)
+
+    try:
+        copier = RangeCopier(fd, kernel_copy=kernel_copy, chunk_bytes=64, on_copied=report)
+        copier.copy(FileRange(str(path), 8, len(raw) - 8), 100)
+        copier.close()
+        digest = hasher.hexdigest()
+    finally:
+        os.close(fd)
+        hasher.close()
+    assert len(seen) == -(-(len(raw) - 8) // 64) > 2
+    assert [o for o, _ in seen] == [100 + sum(n for _, n in seen[:i]) for i in range(len(seen))]
+    assert sum(n for _, n in seen) == len(raw) - 8
+    assert out.read_bytes()[100:] == raw[8:]
+    assert digest == hashlib.sha256(raw[8:]).hexdigest()

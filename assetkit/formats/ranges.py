@@ -7,8 +7,9 @@ a range kernel side (``os.copy_file_range``: no trip through this process's memo
 to ``pread``/``pwrite`` of a reused buffer where the kernel or file system cannot, and asks the
 kernel to start writing each copied range to disk at once (``sync_file_range``, Linux), so the
 fsync before the output's rename has little left to wait for. :class:`OutputHasher` computes the
-sha256 of what was written, in a second thread, by reading the output's own fresh pages back from
-the page cache (no second read of the source from disk).
+sha256 of what was written, in a second thread that follows the copy chunk by chunk (64 MiB
+behind it at most), by reading the output's own fresh pages back from the page cache (no second
+read of the source from disk).
 
 The output stays an :class:`~assetkit.formats.atomic.AtomicFile` (via the safetensors writer):
 nothing appears at the destination before every byte is copied and fsynced.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,8 +96,10 @@ class RangeCopier:
     """
 
     def __init__(self, out_fd: int, *, kernel_copy: bool = True, write_behind: bool = True,
-                 chunk_bytes: int = COPY_BYTES) -> None:
+                 chunk_bytes: int = COPY_BYTES, on_copied: Callable[[int, int], None] | None = None) -> None:
         self.out_fd = out_fd
+        #: Called with (output offset, length) after every chunk lands (the hasher follows the copy).
+        self.on_copied = on_copied
         self.kernel_copy = kernel_copy and hasattr(os, "copy_file_range")
         self.chunk_bytes = chunk_bytes
         self._sync_range = _load_sync_file_range() if write_behind else None
@@ -132,6 +135,8 @@ class RangeCopier:
             moved = self._copy_step(src, rng.offset + done, dst_offset + done, step, rng.path)
             if self._sync_range is not None:
                 self._sync_range(self.out_fd, dst_offset + done, moved, _SYNC_FILE_RANGE_WRITE)
+            if self.on_copied is not None:
+                self.on_copied(dst_offset + done, moved)
             done += moved
         if kernel_before and self.kernel_copy:
             self.kernel_copies += 1
@@ -169,8 +174,9 @@ class RangeCopier:
 class OutputHasher:
     """sha256 of an output's data, fed in order with in-memory chunks (:meth:`feed`) or with byte
     ranges already written to the file (:meth:`feed_written`, read back from the page cache).
-    Runs in a second thread (reads and hashlib release the GIL); at most ``depth`` in-memory
-    chunks wait, so memory stays bounded."""
+    Runs in a second thread (reads and hashlib release the GIL), chunk by chunk right behind the
+    copy; at most ``depth`` in-memory chunks wait, so memory stays bounded (written ranges hold no
+    memory and never make the writer wait)."""
 
     def __init__(self, path: str | os.PathLike[str], depth: int = 4) -> None:
         import hashlib
@@ -178,7 +184,8 @@ class OutputHasher:
 
         self.digest = hashlib.sha256()
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
-        self._queue: Any = queue.Queue(maxsize=depth)
+        self._queue: Any = queue.SimpleQueue()
+        self._in_memory = threading.BoundedSemaphore(depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="sha256-output", daemon=True)
         self._thread.start()
@@ -190,10 +197,15 @@ class OutputHasher:
             if item is None:
                 return
             if self._error is not None:
+                if isinstance(item, bytes):
+                    self._in_memory.release()
                 continue
             try:
                 if isinstance(item, bytes):
-                    self.digest.update(item)
+                    try:
+                        self.digest.update(item)
+                    finally:
+                        self._in_memory.release()
                     continue
                 offset, length = item
                 while length > 0:
@@ -208,7 +220,9 @@ class OutputHasher:
 
     def feed(self, chunk: Any) -> None:
         """Hash ``chunk`` (copied: the caller may reuse its buffer)."""
-        self._queue.put(bytes(chunk))
+        data = bytes(chunk)
+        self._in_memory.acquire()
+        self._queue.put(data)
 
     def feed_written(self, offset: int, length: int) -> None:
         """Hash ``length`` bytes of the output from ``offset`` (already written, flushed or copied)."""
@@ -237,14 +251,13 @@ def write_pieces(writer: SafetensorsWriter, pieces: Iterable[FileRange | Iterabl
     file to file (runs of adjacent ranges merged into one copy), anything else is an iterable of
     bytes-like chunks written through the writer's buffer. ``hasher`` sees every byte in output
     order. Returns the (closed) copier, whose counters tell how the bytes went."""
-    copier = RangeCopier(writer.output_fd(), kernel_copy=kernel_copy)
+    copier = RangeCopier(writer.output_fd(), kernel_copy=kernel_copy,
+                         on_copied=hasher.feed_written if hasher is not None else None)
     run: list[FileRange] = []
 
     def copy_run() -> None:
         for rng in merge_ranges(run):
-            offset, length = writer.copy_range(rng, copier)
-            if hasher is not None:
-                hasher.feed_written(offset, length)
+            writer.copy_range(rng, copier)
         run.clear()
 
     try:
