@@ -11,6 +11,9 @@ from ._common import EXIT_OK, EXIT_PROBLEMS, emit_json, handles_errors, json_opt
 DEVICE = click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
                       help="Where the smoke generation runs (auto: CUDA in fp16 when present, else CPU fp32).")
 JUNIT = click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write a JUnit XML report.")
+HUB = click.option("--hub", is_flag=True,
+                   help="Resolve Hugging Face Hub ids (org/name, hf://org/name[@revision][/file]) through "
+                        "huggingface_hub: the local cache, and the network unless HF_HUB_OFFLINE=1.")
 REPORT = click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
                       help="Write a report folder (report.json, junit.xml, images, contact sheet, index.html).")
 
@@ -48,14 +51,15 @@ def print_result(result: object, json_output: bool) -> None:
 @JUNIT
 @REPORT
 @click.option("--no-smoke", is_flag=True, help="Files and compatibility only (no pipeline is assembled, nothing is generated).")
+@HUB
 @json_option
 @handles_errors
-def command(target: Path, device: str, junit: Path | None, report_dir: Path | None, no_smoke: bool,
+def command(target: Path, device: str, junit: Path | None, report_dir: Path | None, no_smoke: bool, hub: bool,
             json_output: bool) -> None:
     """Check a pipeline spec (YAML) or lock: every file scanned and validated, a lock's files
     unchanged, every component compatible with the base (headers only), then a smoke generation.
     Exit 0 only when everything passes, 1 when a check found problems."""
     from ..pipeline.gate import run_check
 
-    print_result(run_check(target, device=device, smoke=not no_smoke, report_dir=report_dir, junit=junit),
+    print_result(run_check(target, device=device, smoke=not no_smoke, report_dir=report_dir, junit=junit, hub=hub),
                  json_output)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ._common import handles_errors, json_option
-from .check_cmd import DEVICE, JUNIT, REPORT, print_result
+from .check_cmd import DEVICE, HUB, JUNIT, REPORT, print_result
 
 
 @click.command("smoke")
@@ -17,15 +17,17 @@ from .check_cmd import DEVICE, JUNIT, REPORT, print_result
 @click.option("--size", type=click.IntRange(8, 4096), default=None, help="Image height and width (default 64).")
 @JUNIT
 @REPORT
+@HUB
 @json_option
 @handles_errors
 def command(model: str, device: str, steps: int, size: int | None, junit: Path | None, report_dir: Path | None,
-            json_output: bool) -> None:
+            hub: bool, json_output: bool) -> None:
     """Assemble MODEL (a diffusers folder, a single file or a registry name) and run the smoke
     checks: finite latents at every step, a real image, determinism. Exit 0 pass, 1 problems."""
     from ..pipeline.gate import smoke_one
 
     if size is not None and size % 8:
         raise click.BadParameter(f"must be a multiple of 8, not {size}", param_hint="--size")
-    print_result(smoke_one(model, device=device, steps=steps, size=size, report_dir=report_dir, junit=junit),
+    print_result(smoke_one(model, device=device, steps=steps, size=size, report_dir=report_dir, junit=junit,
+                           hub=hub),
                  json_output)

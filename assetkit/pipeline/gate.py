@@ -37,19 +37,20 @@ class CheckResult:
                 "timings": {k: round(v, 4) for k, v in self.timings.items()}, "report": self.report}
 
 
-def load_target(path: Path) -> tuple[Any, Any, dict[str, Any], list[Finding]]:
-    """(spec, lock or None, sources, lock findings) for a spec or lock file."""
+def load_target(path: Path, *, hub: bool = False) -> tuple[Any, Any, dict[str, Any], list[Finding]]:
+    """(spec, lock or None, sources, lock findings) for a spec or lock file; ``hub``: Hub ids
+    are resolved (and a lock's Hub components downloaded at their pinned commits when missing)."""
     from .lock import is_lock_file, locate, read_lock, verify_lock
     from .sources import fetch_missing, resolve
     from .spec import load_spec
 
     if is_lock_file(path):
         lock = read_lock(path)
-        locate(lock)  # registry content id, then registry name, then the stored path
+        locate(lock, hub=hub)  # registry content id, then registry name, then the stored path
         fetch_missing(lock, None)  # the team remote's hook: pulls pinned blobs that are missing here
         return lock.spec, lock, lock.sources(), verify_lock(lock)
     spec = load_spec(path)
-    return spec, None, {role: resolve(name, spec.root) for role, name in spec.components()}, []
+    return spec, None, {role: resolve(name, spec.root, hub=hub) for role, name in spec.components()}, []
 
 
 def validate_files(sources: dict[str, Any]) -> list[Finding]:
@@ -72,11 +73,11 @@ def validate_files(sources: dict[str, Any]) -> list[Finding]:
 
 
 def run_check(path: Path, *, device: str = "auto", smoke: bool = True, report_dir: Path | None = None,
-              junit: Path | None = None) -> CheckResult:
+              junit: Path | None = None, hub: bool = False) -> CheckResult:
     from .compat import check_compatibility
 
     t0 = time.perf_counter()
-    spec, lock, sources, lock_findings = load_target(path)
+    spec, lock, sources, lock_findings = load_target(path, hub=hub)
     result = CheckResult(str(path))
     if lock is not None:
         result.suites["lock"] = lock_findings
@@ -128,7 +129,7 @@ def write_outputs(result: CheckResult, report_dir: Path | None, junit: Path | No
 
 
 def smoke_one(name: str, *, device: str = "auto", steps: int = 4, size: int | None = None,
-              report_dir: Path | None = None, junit: Path | None = None) -> CheckResult:
+              report_dir: Path | None = None, junit: Path | None = None, hub: bool = False) -> CheckResult:
     """``assetkit smoke``: the smoke part alone for one model (a path or registry name)."""
     from .sources import resolve
     from .spec import PipelineSpec
@@ -138,7 +139,7 @@ def smoke_one(name: str, *, device: str = "auto", steps: int = 4, size: int | No
     if size:
         spec.smoke.height = spec.smoke.width = size
     result = CheckResult(name)
-    sources = {"base": resolve(name, Path.cwd())}
+    sources = {"base": resolve(name, Path.cwd(), hub=hub)}
     result.smoke = _smoke(spec, sources, device)
     result.suites["smoke"] = result.smoke.findings
     write_outputs(result, report_dir, junit)

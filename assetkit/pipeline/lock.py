@@ -61,13 +61,17 @@ class LockedComponent:
     registry_id: str | None = None  #: this machine's record id (informational: ids differ between machines)
     registry_name: str | None = None  #: the record's name when the spec named a registry asset
     registry_sha256: str | None = None  #: the record's content id (the same on every machine)
+    hub: dict[str, Any] | None = None  #: a Hub component: repo_id, the pinned commit, filename
 
     def to_dict(self, base: Path | None = None) -> dict[str, Any]:
         registry = None
         if self.registry_sha256 or self.registry_name:
             registry = {"name": self.registry_name, "sha256": self.registry_sha256, "id": self.registry_id}
-        return {"role": self.role, "name": self.name, "path": _relative(Path(self.path), base),
-                "registry": registry, "files": [f.to_dict() for f in self.files]}
+        doc = {"role": self.role, "name": self.name, "path": _relative(Path(self.path), base),
+               "registry": registry, "files": [f.to_dict() for f in self.files]}
+        if self.hub:
+            doc["hub"] = dict(self.hub)
+        return doc
 
 
 def _relative(path: Path, base: Path | None) -> str:
@@ -107,13 +111,13 @@ def pin(path: Path) -> list[PinnedFile]:
             for f in files]
 
 
-def lock_spec(spec: PipelineSpec, registry: Any | None = None) -> Lock:
-    """Resolve every name of ``spec`` and pin its files."""
+def lock_spec(spec: PipelineSpec, registry: Any | None = None, *, hub: bool = False) -> Lock:
+    """Resolve every name of ``spec`` (Hub ids too with ``hub``: pinned to the commit got) and pin its files."""
     lock = Lock(spec)
     for role, name in spec.components():
-        source = resolve(name, spec.root, registry)
+        source = resolve(name, spec.root, registry, hub=hub)
         lock.components.append(LockedComponent(role, name, str(source.path), pin(source.path), source.registry_id,
-                                               source.registry_name, source.registry_sha256))
+                                               source.registry_name, source.registry_sha256, source.hub))
     return lock
 
 
@@ -171,18 +175,35 @@ def _component(doc: dict[str, Any], version: int, folder: Path) -> LockedCompone
         rid = doc.get("registry_id")
         return LockedComponent(doc["role"], doc["name"], path, files, rid, doc["name"] if rid else None)
     registry = doc.get("registry") or {}
+    hub = doc.get("hub")
+    if hub is not None and not (isinstance(hub, dict) and isinstance(hub.get("repo_id"), str)
+                                and isinstance(hub.get("revision"), str)):
+        raise TypeError("'hub' (needs repo_id and revision)")
     return LockedComponent(doc["role"], doc["name"], path, files, registry.get("id"), registry.get("name"),
-                           registry.get("sha256"))
+                           registry.get("sha256"), hub)
 
 
-def locate(lock: Lock, registry: Any | None = None) -> None:
+def locate(lock: Lock, registry: Any | None = None, *, hub: bool = False) -> None:
     """Point every component of ``lock`` at its files on this machine, in order: the registry
     asset with the pinned content id, the registry asset of the pinned name, the path stored in
     the lock. (The team remote comes last: :func:`..sources.fetch_missing` pulls what is still
-    missing.) The registry is opened only for a lock that names registry assets."""
+    missing.) The registry is opened only for a lock that names registry assets. A Hub component
+    whose stored path is gone is found in the local Hugging Face cache at its pinned commit
+    (downloaded at that commit only with ``hub``)."""
     from ..errors import AssetkitError
+    from . import hub as hub_ids
     from .sources import open_registry, registry_source
 
+    for component in lock.components:
+        if component.hub and not Path(component.path).exists():
+            ref = hub_ids.HubRef(component.hub["repo_id"], component.hub["revision"], component.hub.get("filename"))
+            try:
+                path, _ = hub_ids.fetch(ref, where=f"{component.role} {component.name}", cache_only=not hub)
+            except AssetkitError:
+                if hub:
+                    raise
+                continue  # verify_lock reports it missing
+            component.path = str(path)
     wanted = [c for c in lock.components if c.registry_sha256 or c.registry_name]
     if not wanted:
         return

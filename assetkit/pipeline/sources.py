@@ -22,6 +22,7 @@ class Source:
     registry_name: str | None = None
     registry_sha256: str | None = None
     sha256: str | None = None  #: a single file's own sha256 when already known (a lock's pin)
+    hub: dict[str, Any] | None = None  #: a Hub component: repo_id, the commit resolved, filename
 
 
 def open_registry() -> Any:
@@ -34,16 +35,36 @@ def open_registry() -> Any:
 _FILE_KINDS = ("lora", "textual_inversion", "ip_adapter")
 
 
-def resolve(name: str, root: Path, registry: Any | None = None) -> Source:
-    """A spec name: an existing path (relative to ``root``), else a registry name or hash."""
+def resolve(name: str, root: Path, registry: Any | None = None, *, hub: bool = False) -> Source:
+    """A spec name: an existing path (relative to ``root``), else a registry name or hash, else
+    (only with ``hub``) a Hugging Face Hub id (:mod:`.hub`)."""
+    from . import hub as hub_ids
+
+    ref = hub_ids.parse_hub_id(name)
+    if ref is not None and name.startswith(hub_ids.PREFIX):
+        return hub_source(name, ref, allowed=hub)
     candidate = Path(name).expanduser()
     if not candidate.is_absolute():
         candidate = root / candidate
     if candidate.exists():
         return Source(name, candidate.resolve())
+    if ref is not None and hub:
+        return hub_source(name, ref, allowed=True)
     if "/" in name or name.endswith((".safetensors", ".ckpt", ".pt", ".bin")):
-        raise AssetkitError("no such file or directory", where=str(candidate))
+        hint = " (a Hugging Face Hub id? pass --hub to resolve it)" if ref is not None else ""
+        raise AssetkitError(f"no such file or directory{hint}", where=str(candidate))
     return registry_source(registry if registry is not None else open_registry(), name)
+
+
+def hub_source(name: str, ref: Any, *, allowed: bool) -> Source:
+    """A Hub component through huggingface_hub (the cache; the network unless HF_HUB_OFFLINE)."""
+    from . import hub as hub_ids
+
+    if not allowed:
+        raise AssetkitError("a Hugging Face Hub id, resolved only when asked: pass --hub (the local cache, "
+                            "and the network unless HF_HUB_OFFLINE=1)", where=name)
+    path, commit = hub_ids.fetch(ref, where=name)
+    return Source(name, path, hub={**ref.to_dict(), "revision": commit})
 
 
 def registry_source(registry: Any, key: str, name: str | None = None) -> Source:
