@@ -475,3 +475,44 @@ def test_standalone_open_clip_text_encoder_against_diffusers_converter(tmp_path,
              "--config", str(tmp_path / "te"))
     assert r.returncode == 0, r.stderr
     assert file_tensors(tmp_path / "back" / "model.safetensors") == file_tensors(tmp_path / "te" / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_asymmetric_unet_config_both_ways_against_diffusers(tmp_path):
+    """An SSD-1B/Vega-style SDXL UNet (per-layer transformer depths, its own reversed list for the
+    up blocks) goes to a single file diffusers' from_single_file reads into the same tensors, and
+    back to the same folder, with the model's own configs."""
+    import diffusers
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    folder = save_tiny_sdxl_pipeline(tmp_path / "asym")
+    config = {k: v for k, v in read_json(folder / "unet" / "config.json").items() if not k.startswith("_")}
+    config |= {"layers_per_block": 2, "transformer_layers_per_block": [1, [2, 1]],
+               "reverse_transformer_layers_per_block": [[1, 2, 1], [1, 1, 1]]}
+    torch.manual_seed(1)
+    UNet2DConditionModel(**config).save_pretrained(str(folder / "unet"))
+    single = tmp_path / "asym.safetensors"
+    assert _cli("convert", str(folder), str(single), "--to", "single-file").returncode == 0
+    names = file_tensors(single)
+    assert "model.diffusion_model.input_blocks.4.1.transformer_blocks.1.attn1.to_q.weight" in names  # depth 2
+    assert "model.diffusion_model.input_blocks.5.1.transformer_blocks.1.attn1.to_q.weight" not in names  # depth 1
+    theirs = pipeline_tensors(diffusers.StableDiffusionXLPipeline.from_single_file(
+        str(single), config=str(folder), local_files_only=True))
+    ours = folder_tensors(folder)
+    assert [k for k in ours if ours[k] != theirs.get(k)] == []
+    result = _cli("convert", str(single), str(tmp_path / "back"), "--to", "diffusers", "--config", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert folder_tensors(tmp_path / "back") == ours
+
+
+def test_per_layer_depths_without_their_reverse_are_refused_in_one_line(tmp_path):
+    folder = save_tiny_sdxl_pipeline(tmp_path / "asym")
+    config = read_json(folder / "unet" / "config.json") | {"transformer_layers_per_block": [1, [2, 1]]}
+    (folder / "unet" / "config.json").write_text(json.dumps(config))
+    result = _cli("convert", str(folder), str(tmp_path / "out.safetensors"), "--to", "single-file")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"assetkit: error: {folder / 'unet' / 'config.json'}: cannot map this unet config: transformer_layers_per_block has per-layer lists "
+        "but the config has no reverse_transformer_layers_per_block (diffusers needs it for such a UNet too)"]
+    assert not (tmp_path / "out.safetensors").exists()

@@ -89,8 +89,17 @@ def _layouts() -> dict[str, Any]:
     return catalogue.load("layouts.json")
 
 
-def _rules_for(kind: str, config: dict, source_names: Iterable[str] = (), target_prefix: str | None = None
-               ) -> list[Rule]:
+def _rules_for(kind: str, config: dict, source_names: Iterable[str] = (), target_prefix: str | None = None,
+               where: str | None = None) -> list[Rule]:
+    """The rules of ``kind`` for ``config``; a config the rules cannot map is a LayoutError (one line)."""
+    try:
+        return _kind_rules(kind, config, source_names, target_prefix)
+    except (ValueError, NotImplementedError, KeyError, TypeError) as exc:
+        detail = f"missing config entry {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise LayoutError(f"cannot map this {kind} config: {detail}", where=where) from None
+
+
+def _kind_rules(kind: str, config: dict, source_names: Iterable[str], target_prefix: str | None) -> list[Rule]:
     if kind == "unet":
         return unet_rules(config)
     if kind == "vae":
@@ -309,7 +318,7 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
         if config is None:
             raise LayoutError(f"no {comp}/config.json among the configs", where=str(config_dir or config_id))
         sub = {n[len(prefix):]: v for n, v in source.items() if n.startswith(prefix)}
-        rules = _rules_for(rules_kind, config, sub)
+        rules = _rules_for(rules_kind, config, sub, where=f"{config_dir or config_id}/{cfg_name}")
         if names == "diffusers":  # already the target names: the same rules, diffusers side only
             rules = [Rule((n,), (n,)) for r in rules for n in r.diffusers]
         mapped: Mapped = map_names([r.prefixed(prefix, "") for r in rules], source, "to_diffusers")
@@ -655,7 +664,8 @@ def plan_diffusers_to_single_file(asset: Asset) -> SingleFilePlan:
         if rules_kind == "clip" and meta.get(f"assetkit.{comp}.text_model") == "0":
             te_names = ["transformer.embeddings"]
         rules = _rules_for(rules_kind, config, te_names,
-                           diffusers_prefix(config, names) if rules_kind in _TEXT_RULES else None)
+                           diffusers_prefix(config, names) if rules_kind in _TEXT_RULES else None,
+                           where=str(Path(asset.path) / key / "config.json") if key else str(asset.path))
         mapped = map_names([r.prefixed(prefix, key) for r in rules], {key + n: v for n, v in names.items()},
                            "to_original")
         missing.extend(mapped.missing)

@@ -9,8 +9,14 @@ from typing import Any
 from ..keymap import Rule, params
 
 
-def _per_block(value: Any, n: int) -> list[int]:
+def _per_block(value: Any, n: int) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value] * n
+
+
+def _at(depth: Any, j: int) -> int:
+    """A block's transformer depth for its ``j``-th layer: one number for the block, or one per
+    layer (SSD-1B/Vega-style configs: ``transformer_layers_per_block: [1, [2, 1]]``)."""
+    return int(depth[j]) if isinstance(depth, list | tuple) else int(depth)
 
 
 def resnet_rules(original: str, diffusers: str, shortcut: bool, time_embedding: bool = True) -> list[Rule]:
@@ -60,7 +66,7 @@ def encoder_rules(config: dict[str, Any]) -> tuple[list[Rule], list[tuple[int, i
         for j in range(layers[i]):
             rules += resnet_rules(f"input_blocks.{k}.0", f"down_blocks.{i}.resnets.{j}", shortcut=prev != ch)
             if attn:
-                rules += transformer_rules(f"input_blocks.{k}.1", f"down_blocks.{i}.attentions.{j}", depth[i])
+                rules += transformer_rules(f"input_blocks.{k}.1", f"down_blocks.{i}.attentions.{j}", _at(depth[i], j))
             outputs.append((k, ch))
             prev = ch
             k += 1
@@ -68,7 +74,7 @@ def encoder_rules(config: dict[str, Any]) -> tuple[list[Rule], list[tuple[int, i
             rules += params(f"input_blocks.{k}.0.op", f"down_blocks.{i}.downsamplers.0.conv")
             outputs.append((k, ch))
             k += 1
-    mid_depth = depth[-1]
+    mid_depth = _at(depth[-1], 0)  # as diffusers' UNetMidBlock2DCrossAttn reads the last block's entry
     rules += resnet_rules("middle_block.0", "mid_block.resnets.0", shortcut=False)
     rules += transformer_rules("middle_block.1", "mid_block.attentions.0", mid_depth)
     rules += resnet_rules("middle_block.2", "mid_block.resnets.1", shortcut=False)
@@ -83,7 +89,11 @@ def unet_rules(config: dict[str, Any]) -> list[Rule]:
     layers = _per_block(config.get("layers_per_block", 2), n)
     rev_layers = list(reversed(layers))
     depth = _per_block(config.get("transformer_layers_per_block", 1), n)
-    rev_depth = list(reversed(depth))
+    reverse = config.get("reverse_transformer_layers_per_block")
+    if reverse is None and any(isinstance(d, list | tuple) for d in depth):
+        raise ValueError("transformer_layers_per_block has per-layer lists but the config has no "
+                         "reverse_transformer_layers_per_block (diffusers needs it for such a UNet too)")
+    rev_depth = list(reverse) if reverse is not None else list(reversed(depth))
     up_types = list(config["up_block_types"])
     k = 0
     for i in range(n):
@@ -91,7 +101,7 @@ def unet_rules(config: dict[str, Any]) -> list[Rule]:
         for j in range(rev_layers[i] + 1):
             rules += resnet_rules(f"output_blocks.{k}.0", f"up_blocks.{i}.resnets.{j}", shortcut=True)
             if attn:
-                rules += transformer_rules(f"output_blocks.{k}.1", f"up_blocks.{i}.attentions.{j}", rev_depth[i])
+                rules += transformer_rules(f"output_blocks.{k}.1", f"up_blocks.{i}.attentions.{j}", _at(rev_depth[i], j))
             if j == rev_layers[i] and i < n - 1:
                 rules += params(f"output_blocks.{k}.{2 if attn else 1}.conv", f"up_blocks.{i}.upsamplers.0.conv")
             k += 1
