@@ -197,3 +197,29 @@ def test_smoke_on_cuda_in_fp16_measures_vram(tiny_assets) -> None:  # noqa: F811
     assert result.ok, result.suites
     assert (result.smoke.device, result.smoke.dtype) == ("cuda", "fp16")
     assert result.smoke.memory["peak_cuda_bytes"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag_everything", [True, False])
+def test_safety_checker_black_image_is_told_from_a_nan_image(tiny_assets, tmp_path: Path, flag_everything) -> None:  # noqa: F811
+    """A pipeline folder with a safety checker: one that flags the smoke image fails the gate with
+    its own finding (not a NaN or black-image finding), and the report keeps the finite image it
+    would have hidden; one that flags nothing passes."""
+    from assetkit.factory.pipeline_assets import add_tiny_safety_checker
+
+    base = tmp_path / "sd1-checked"
+    shutil.copytree(tiny_assets["sd1"], base)
+    add_tiny_safety_checker(base, flag_everything=flag_everything)
+    spec = write_spec(tmp_path, "base: sd1-checked\nsmoke: {steps: 1}\n")
+    result = run_check(spec, device="cpu", report_dir=tmp_path / "report")
+    codes = [f.code for f in result.suites["smoke"]]
+    if not flag_everything:
+        assert result.ok, codes
+        return
+    assert not result.ok
+    assert "safety-checker-black-image" in codes
+    assert not {"smoke-nan-image", "smoke-nan-latents", "smoke-black-image"} & set(codes)
+    from PIL import Image
+
+    shown = np.asarray(Image.open(tmp_path / "report" / "images" / "output.png"), dtype=np.float32)
+    assert shown.std() > 1.0  # the unfiltered, finite image, not the checker's black one

@@ -123,3 +123,36 @@ def copy_with_nan(base: str | Path, dest: str | Path, *, component: str = "unet"
             save_file(tensors, str(file), metadata={"format": "pt"})
             return dest
     raise ValueError(f"{base}/{component}: no tensor ending in {tensor_suffix}")
+
+
+def add_tiny_safety_checker(folder: str | Path, *, flag_everything: bool = False, seed: int = 0) -> Path:
+    """Give pipeline folder ``folder`` a tiny ``StableDiffusionSafetyChecker`` (and its CLIP image
+    processor), as the released SD 1.x folders have one. Its concept thresholds make it flag every
+    image (``flag_everything``, what a broken checker does) or none."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    from .diffusers_models import quiet_libraries
+
+    quiet_libraries()
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    config = CLIPConfig(text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                     "num_attention_heads": 4, "vocab_size": 1000},
+                        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+                        projection_dim=16)
+    checker = StableDiffusionSafetyChecker(config)
+    threshold = -2.0 if flag_everything else 2.0  # cosine scores lie in [-1, 1]
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(threshold)
+        checker.special_care_embeds_weights.fill_(threshold)
+    checker.save_pretrained(str(folder / "safety_checker"))
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        str(folder / "feature_extractor"))
+    index = json.loads((folder / "model_index.json").read_text())
+    index |= {"safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+              "feature_extractor": ["transformers", "CLIPImageProcessor"], "requires_safety_checker": True}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
