@@ -197,3 +197,25 @@ def test_smoke_on_cuda_in_fp16_measures_vram(tiny_assets) -> None:  # noqa: F811
     assert result.ok, result.suites
     assert (result.smoke.device, result.smoke.dtype) == ("cuda", "fp16")
     assert result.smoke.memory["peak_cuda_bytes"] > 0
+
+
+def test_scheduler_override_with_an_unknown_key_fails_the_gate(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
+    spec = write_spec(tmp_path, f"base: {tiny_assets['sd1']}\nscheduler: {{class: EulerDiscreteScheduler, "
+                                "bogus_key: 3}\nsmoke: {steps: 1}\n")
+    result = _cli("check", str(spec), "--json")
+    assert result.exit_code == 1, result.output
+    codes = [f["code"] for f in json.loads(result.output)["suites"]["smoke"]["findings"]]
+    assert codes == ["scheduler-unknown-key"]
+
+
+def test_a_generation_that_raises_is_a_finding_and_the_reports_are_written(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
+    spec = write_spec(tmp_path, f"base: {tiny_assets['sd1']}\nscheduler: {{class: EulerDiscreteScheduler, "
+                                "timestep_spacing: wrongvalue}\nsmoke: {steps: 1}\n")
+    junit = tmp_path / "j.xml"
+    result = _cli("check", str(spec), "--json", "--junit", str(junit), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 1, result.output
+    findings = json.loads(result.output)["suites"]["smoke"]["findings"]
+    assert [f["code"] for f in findings] == ["smoke-failed"] and "wrongvalue" in findings[0]["message"]
+    suites = {s.get("name"): s for s in ET.parse(junit).getroot().findall("testsuite")}
+    assert suites["assetkit.check.smoke"].get("failures") != "0"
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["ok"] is False

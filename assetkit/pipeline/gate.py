@@ -108,7 +108,13 @@ def _smoke(spec: Any, sources: dict[str, Any], device: str) -> Any:
         assembled = assemble(spec, sources, device=device)
     except AssetkitError as exc:
         return SmokeResult(findings=[Finding("assemble-failed", "error", str(exc), "assemble")])
-    out = smoke(assembled, spec) if not any(f.failing for f in assembled.findings) else SmokeResult()
+    except Exception as exc:  # noqa: BLE001 - diffusers refusing the combination is a finding, not a crash
+        return SmokeResult(findings=[Finding("assemble-failed", "error", f"{type(exc).__name__}: {exc}", "assemble")])
+    try:
+        out = smoke(assembled, spec) if not any(f.failing for f in assembled.findings) else SmokeResult()
+    except Exception as exc:  # noqa: BLE001 - a generation that raises failed the gate (exit 1, reports written)
+        out = SmokeResult(findings=[Finding("smoke-failed", "error",
+                                            f"the generation raised {type(exc).__name__}: {exc}", "smoke")])
     out.findings[:0] = assembled.findings
     out.device, out.dtype = assembled.device, assembled.dtype
     out.timings.setdefault("load", assembled.load_seconds)
