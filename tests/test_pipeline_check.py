@@ -223,3 +223,52 @@ def test_safety_checker_black_image_is_told_from_a_nan_image(tiny_assets, tmp_pa
 
     shown = np.asarray(Image.open(tmp_path / "report" / "images" / "output.png"), dtype=np.float32)
     assert shown.std() > 1.0  # the unfiltered, finite image, not the checker's black one
+
+
+def test_scheduler_override_with_an_unknown_key_fails_the_gate(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
+    spec = write_spec(tmp_path, f"base: {tiny_assets['sd1']}\nscheduler: {{class: EulerDiscreteScheduler, "
+                                "bogus_key: 3}\nsmoke: {steps: 1}\n")
+    result = _cli("check", str(spec), "--json")
+    assert result.exit_code == 1, result.output
+    codes = [f["code"] for f in json.loads(result.output)["suites"]["smoke"]["findings"]]
+    assert codes == ["scheduler-unknown-key"]
+
+
+def test_a_generation_that_raises_is_a_finding_and_the_reports_are_written(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
+    spec = write_spec(tmp_path, f"base: {tiny_assets['sd1']}\nscheduler: {{class: EulerDiscreteScheduler, "
+                                "timestep_spacing: wrongvalue}\nsmoke: {steps: 1}\n")
+    junit = tmp_path / "j.xml"
+    result = _cli("check", str(spec), "--json", "--junit", str(junit), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 1, result.output
+    findings = json.loads(result.output)["suites"]["smoke"]["findings"]
+    assert [f["code"] for f in findings] == ["smoke-failed"] and "wrongvalue" in findings[0]["message"]
+    suites = {s.get("name"): s for s in ET.parse(junit).getroot().findall("testsuite")}
+    assert suites["assetkit.check.smoke"].get("failures") != "0"
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["ok"] is False
+
+
+def test_a_deleted_single_file_component_is_lock_missing_exit_1(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
+    lora = tmp_path / "lora.safetensors"
+    shutil.copy(tiny_assets["lora_sd1.safetensors"], lora)
+    spec = write_spec(tmp_path, f"base: {tiny_assets['sd1']}\nloras: [lora.safetensors]\n")
+    assert _cli("lock", str(spec)).exit_code == 0
+    lora.unlink()
+    junit = tmp_path / "j.xml"
+    result = _cli("check", str(tmp_path / "spec.lock"), "--json", "--junit", str(junit))
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.output)
+    assert [f["code"] for f in doc["suites"]["lock"]["findings"]] == ["lock-missing"]
+    assert [f["code"] for f in doc["suites"]["compatibility"]["findings"]] == ["compatibility-not-run"]
+    assert junit.is_file()
+
+
+@pytest.mark.parametrize("role", ["loras: [bad.safetensors]", "vae: bad.safetensors"])
+def test_a_component_that_is_not_a_checkpoint_fails_validate_exit_1(tiny_assets, tmp_path: Path,  # noqa: F811
+                                                                     role: str) -> None:
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    spec = write_spec(tmp_path, f"base: {tiny_assets['sd1']}\n{role}\n")
+    result = _cli("check", str(spec), "--json")
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.output)
+    assert "validate-unreadable" in [f["code"] for f in doc["suites"]["validate"]["findings"]]
+    assert doc["suites"]["smoke"]["findings"][0]["code"] == "smoke-not-run"

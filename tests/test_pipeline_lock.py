@@ -160,6 +160,25 @@ def test_old_versions_read_and_future_versions_refused(copy: Path) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("edit", ["drop", "rename", "repeat", "empty"])
+def test_a_hand_edited_lock_whose_components_do_not_match_its_spec_is_refused(copy: Path, edit: str) -> None:
+    doc = _lock(copy)
+    lora = doc["components"][1]
+    if edit == "drop":  # the spec's LoRA would pass the gate without being pinned, hashed or checked
+        doc["components"].remove(lora)
+    elif edit == "rename":
+        lora["role"] = "lora[7]"
+    elif edit == "repeat":
+        doc["components"].append(lora)
+    else:
+        doc["components"] = []
+    (copy / "spec.lock").write_text(json.dumps(doc))
+    result = _cli("check", str(copy / "spec.lock"), "--no-smoke")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [result.output.strip()]
+    assert "its components do not match its spec" in result.output
+
+
 def test_single_file_conversion_is_cached_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A single file is converted to a diffusers folder once per sha256, under the registry root;
     the second use converts nothing, changed bytes get their own folder."""

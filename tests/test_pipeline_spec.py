@@ -53,12 +53,24 @@ def test_full_spec_parses_and_round_trips() -> None:
     ("vae: x\n", 1, "needs a base"),
     ("base: x\nloras: [\n", 3, "not valid YAML"),
     ("base: x\nscheduler: {timestep_spacing: trailing}\n", 2, "scheduler needs a class"),
+    ("base:\n", 1, "base must be a string, not None"),
+    ('base: ""\n', 1, "base must not be empty"),
+    ("base: x\nloras:\n  - {name: ' '}\n", 3, "loras[0] name must not be empty"),
+    ("base: x\nsmoke: {guidance_scale: .nan}\n", 2, "smoke.guidance_scale must be a finite number"),
+    ("base: x\nloras:\n  - {name: a, scale: .inf}\n", 3, "loras[0] scale must be a finite number"),
 ])
 def test_bad_specs_name_the_line(text: str, line: int, words: str) -> None:
     with pytest.raises(SpecError) as info:
         parse_spec(text, where="pipe.yaml")
     assert str(info.value).startswith(f"pipe.yaml:{line}: "), str(info.value)
     assert words in str(info.value)
+
+
+def test_empty_values_read_as_yaml_reads_them() -> None:
+    spec = parse_spec("base: x\nscheduler: {class: EulerDiscreteScheduler, timestep_spacing:}\n"
+                      "smoke: {negative_prompt: ''}\n")
+    assert spec.scheduler == {"class": "EulerDiscreteScheduler", "timestep_spacing": None}
+    assert spec.smoke.negative_prompt == ""
 
 
 def test_defaults() -> None:

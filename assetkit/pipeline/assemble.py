@@ -141,6 +141,14 @@ def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdi
         cls = getattr(diffusers, spec.scheduler["class"], None)
         if cls is None:
             raise AssetkitError(f"scheduler: diffusers has no class {spec.scheduler['class']}")
+        import inspect
+
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(overrides) - accepted)
+        if unknown:  # from_config would ignore them with a log line: the override silently not applied
+            findings.append(Finding("scheduler-unknown-key", "error",
+                                    f"{cls.__name__} has no option {', '.join(unknown)} (it takes: "
+                                    f"{', '.join(sorted(accepted))})", "scheduler"))
         pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
     adapters = []
     for i in range(len(spec.loras)):

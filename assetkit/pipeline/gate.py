@@ -66,7 +66,11 @@ def validate_files(sources: dict[str, Any]) -> list[Finding]:
                                         f"{result.path}: scan verdict {result.verdict}", role))
                 findings += [Finding(f.code, f.severity, f.message, f"{role}: {f.where}") for f in result.findings
                              if f.failing]
-        report = validate_path(src.path)
+        try:
+            report = validate_path(src.path)
+        except AssetkitError as exc:  # not a checkpoint at all: this component fails, the gate still reports
+            findings.append(Finding("validate-unreadable", "error", str(exc), role))
+            continue
         findings += [Finding(f.code, f.severity, f.message, f"{role}: {f.where}" if f.where else role)
                      for f in report.problems if f.failing or f.severity == "warning"]
     return findings
@@ -85,9 +89,14 @@ def run_check(path: Path, *, device: str = "auto", smoke: bool = True, report_di
         Finding("validate-not-run", "error", "scan and validate not run: the lock's files changed or are missing",
                 "validate")]
     t1 = time.perf_counter()
-    compat = check_compatibility(spec, sources)
-    result.compat = compat.to_dict()
-    result.suites["compatibility"] = compat.findings
+    try:
+        compat = check_compatibility(spec, sources)
+    except AssetkitError as exc:  # a missing or unreadable component (already a lock or validate error)
+        result.suites["compatibility"] = [Finding("compatibility-not-run", "error",
+                                                  f"compatibility not checked: {exc}", "compatibility")]
+    else:
+        result.compat = compat.to_dict()
+        result.suites["compatibility"] = compat.findings
     result.timings |= {"validate": t1 - t0, "compatibility": time.perf_counter() - t1}
     if smoke:
         if result.ok:
@@ -109,7 +118,13 @@ def _smoke(spec: Any, sources: dict[str, Any], device: str) -> Any:
         assembled = assemble(spec, sources, device=device)
     except AssetkitError as exc:
         return SmokeResult(findings=[Finding("assemble-failed", "error", str(exc), "assemble")])
-    out = smoke(assembled, spec) if not any(f.failing for f in assembled.findings) else SmokeResult()
+    except Exception as exc:  # noqa: BLE001 - diffusers refusing the combination is a finding, not a crash
+        return SmokeResult(findings=[Finding("assemble-failed", "error", f"{type(exc).__name__}: {exc}", "assemble")])
+    try:
+        out = smoke(assembled, spec) if not any(f.failing for f in assembled.findings) else SmokeResult()
+    except Exception as exc:  # noqa: BLE001 - a generation that raises failed the gate (exit 1, reports written)
+        out = SmokeResult(findings=[Finding("smoke-failed", "error",
+                                            f"the generation raised {type(exc).__name__}: {exc}", "smoke")])
     out.findings[:0] = assembled.findings
     out.device, out.dtype = assembled.device, assembled.dtype
     out.timings.setdefault("load", assembled.load_seconds)

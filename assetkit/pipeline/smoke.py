@@ -1,8 +1,9 @@
 """Smoke generation: a few denoising steps at the spec's size, with a finding for every check.
 
 Checks: latents finite at every step (the first step and module that produced a NaN), image finite,
-not constant and not black; an fp16 VAE that gave NaN is decoded again in fp32 ("VAE needs
-upcast"); the same seed gives the same image; every LoRA changes the output and scale 0 gives the
+not constant and not black; the pipeline's safety checker (when it has one) does not flag the image
+(the deployed pipeline would return black; told apart from a NaN image); an fp16 VAE that gave NaN
+is decoded again in fp32 ("VAE needs upcast"); the same seed gives the same image; every LoRA changes the output and scale 0 gives the
 base image; every ControlNet changes the output; the IP-Adapter changes the output and scale 0 gives
 the base image; an init, mask or IP-Adapter image that cannot be read is ``smoke-input``. Per-phase
 timings and peak memory (``torch.cuda.max_memory_allocated`` on CUDA, else the process's peak RSS).
@@ -260,7 +261,9 @@ def smoke(assembled: Any, spec: Any) -> SmokeResult:
             result.findings.append(Finding(code, "error",
                                            f"the image is {'black' if mean < BLACK_MEAN else 'constant'} (pixel std "
                                            f"{std:.4f} < {STD_FLOOR}, mean {mean:.4f}) with finite values: not a NaN "
-                                           "image, and no safety checker ran", "image"))
+                                           "image, and not a safety checker's (it never filters the smoke image)",
+                                           "image"))
+        _safety_checker(run, main, result)
     if not result.ok:
         result.memory = _peak_memory(assembled.device)
         return result
@@ -271,6 +274,31 @@ def smoke(assembled: Any, spec: Any) -> SmokeResult:
     _ip_adapter_effects(run, main, result)
     result.memory = _peak_memory(assembled.device)
     return result
+
+
+def _safety_checker(run: _Run, main: Any, result: SmokeResult) -> None:
+    """The pipeline's own safety checker (SD 1.x/2.x folders ship one) on the finite smoke image:
+    when it flags it, the deployed pipeline returns a black image for this prompt (the smoke image
+    shown is the unfiltered one, so a checker's black image is never mistaken for a NaN one)."""
+    pipe = run.a.pipe
+    checker = getattr(pipe, "safety_checker", None)
+    if checker is None or getattr(pipe, "feature_extractor", None) is None:
+        return
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its "Potential NSFW content" warning: reported as a finding
+    try:
+        _, flagged = pipe.run_safety_checker(main[None].copy(), run.a.device, checker.dtype)
+    finally:
+        diffusers_logging.set_verbosity(level)
+    if flagged is not None and any(flagged):
+        std, _ = _pixel_stats(main)
+        result.findings.append(Finding(
+            "safety-checker-black-image", "error",
+            f"the pipeline's safety checker flags the smoke image (prompt {run.spec.smoke.prompt!r}): the deployed "
+            f"pipeline returns a black image instead; the generated image itself is finite (pixel std {std:.3f}), "
+            "not a NaN image", "safety_checker"))
 
 
 def _determinism(run: _Run, main: Any, result: SmokeResult) -> None:

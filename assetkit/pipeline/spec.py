@@ -7,6 +7,7 @@ name the line. Light: imports neither torch nor diffusers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,11 +151,20 @@ class _Reader:
 
         if not isinstance(node, yaml.ScalarNode):
             raise self.error(node, f"{what} must be {_kind_name(kind)}")
-        value = yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else node.value
+        value = _plain_value(node)
         ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
         if not ok:
             raise self.error(node, f"{what} must be {_kind_name(kind)}, not {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(node, f"{what} must be a finite number, not {value!r}")
         return float(value) if kind == (int, float) else value
+
+    def name(self, node: Any, what: str) -> str:
+        """A non-empty string: a registry name or a path (an empty one would name the spec's folder)."""
+        value = self.scalar(node, what, str)
+        if not value.strip():
+            raise self.error(node, f"{what} must not be empty")
+        return value
 
     def choice(self, node: Any, what: str, choices: tuple[str, ...]) -> str:
         value = self.scalar(node, what, str)
@@ -168,6 +178,13 @@ class _Reader:
         if not isinstance(node, yaml.SequenceNode):
             raise self.error(node, f"{what} must be a list")
         return list(node.value)
+
+
+def _plain_value(node: Any) -> Any:
+    """The Python value of a scalar node (None for an empty value, as YAML reads it)."""
+    import yaml
+
+    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -188,20 +205,20 @@ def _adapter(r: _Reader, node: Any, what: str, scale_key: str | None, extra: tup
     import yaml
 
     if isinstance(node, yaml.ScalarNode):
-        return Adapter(name=r.scalar(node, f"{what} name", str))
+        return Adapter(name=r.name(node, f"{what} name"))
     allowed = {"name": "", **({scale_key: ""} if scale_key else {}), **{k: "" for k in extra}}
     fields = r.mapping(node, what, allowed)
     if "name" not in fields:
         raise r.error(node, f"{what} needs a name")
-    adapter = Adapter(name=r.scalar(fields["name"], f"{what} name", str))
+    adapter = Adapter(name=r.name(fields["name"], f"{what} name"))
     if scale_key and scale_key in fields:
         adapter.scale = r.scalar(fields[scale_key], f"{what} {scale_key}", (int, float))
     if "token" in fields:
         adapter.token = r.scalar(fields["token"], f"{what} token", str)
     if "image" in fields:
-        adapter.image = r.scalar(fields["image"], f"{what} image", str)
+        adapter.image = r.name(fields["image"], f"{what} image")
     if "image_encoder" in fields:
-        adapter.image_encoder = r.scalar(fields["image_encoder"], f"{what} image_encoder", str)
+        adapter.image_encoder = r.name(fields["image_encoder"], f"{what} image_encoder")
     return adapter
 
 
@@ -221,9 +238,9 @@ def parse_spec(text: str, where: str = "spec", source: Path | None = None) -> Pi
     top = r.mapping(root, "the spec", _TOP)
     if "base" not in top:
         raise r.error(root, "the spec needs a base (a registry name or a path)")
-    spec = PipelineSpec(base=r.scalar(top["base"], "base", str), source=source)
+    spec = PipelineSpec(base=r.name(top["base"], "base"), source=source)
     if "vae" in top:
-        spec.vae = r.scalar(top["vae"], "vae", str)
+        spec.vae = r.name(top["vae"], "vae")
     for key, scale_key, extra in (("loras", "scale", ()), ("controlnets", "conditioning_scale", ("image",)),
                                   ("textual_inversions", None, ("token",))):
         if key in top:
@@ -285,7 +302,7 @@ def _scheduler(r: _Reader, node: Any) -> dict[str, Any]:
     for key_node, value_node in node.value:
         if not isinstance(value_node, yaml.ScalarNode):
             raise r.error(value_node, f"scheduler.{key_node.value} must be a plain value")
-        out[key_node.value] = yaml.safe_load(yaml.serialize(value_node))
+        out[key_node.value] = _plain_value(value_node)
     if not isinstance(out.get("class"), str):
         raise r.error(node, "scheduler needs a class (e.g. EulerDiscreteScheduler)")
     return out
