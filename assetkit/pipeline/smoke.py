@@ -3,10 +3,11 @@
 Checks: latents finite at every step (the first step and module that produced a NaN), image finite,
 not constant and not black; the pipeline's safety checker (when it has one) does not flag the image
 (the deployed pipeline would return black; told apart from a NaN image); an fp16 VAE that gave NaN
-is decoded again in fp32 ("VAE needs upcast"); the same seed gives the same image; every LoRA changes the output and scale 0 gives the
-base image; every ControlNet changes the output; the IP-Adapter changes the output and scale 0 gives
-the base image; an init, mask or IP-Adapter image that cannot be read is ``smoke-input``. Per-phase
-timings and peak memory (``torch.cuda.max_memory_allocated`` on CUDA, else the process's peak RSS).
+is decoded again in fp32 ("VAE needs upcast"); the same seed gives the same image; every LoRA
+changes the output and scale 0 gives the base image; every ControlNet changes the output; the IP-
+Adapter changes the output and scale 0 gives the base image; an init, mask or IP-Adapter image that
+cannot be read is ``smoke-input``. Per-phase timings and peak memory
+(``torch.cuda.max_memory_allocated`` on CUDA, else the process's peak RSS).
 torch is imported inside the functions.
 """
 
