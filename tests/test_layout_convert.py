@@ -475,3 +475,20 @@ def test_standalone_open_clip_text_encoder_against_diffusers_converter(tmp_path,
              "--config", str(tmp_path / "te"))
     assert r.returncode == 0, r.stderr
     assert file_tensors(tmp_path / "back" / "model.safetensors") == file_tensors(tmp_path / "te" / "model.safetensors")
+
+
+def test_overwrite_replaces_an_existing_single_file(tiny, tmp_path):
+    """--to single-file --overwrite replaces the output (it used to say "pass --overwrite" anyway)."""
+    folder, single = tiny["sd1"]
+    out = tmp_path / "back.safetensors"
+    out.write_bytes(b"old")
+    r = _cli("convert", str(folder), str(out), "--to", "single-file")
+    assert r.returncode == 2 and "--overwrite" in r.stderr and out.read_bytes() == b"old"
+    r = _cli("convert", str(folder), str(out), "--to", "single-file", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert file_tensors(out) == file_tensors(single)
+    for extra in (("--component", "vae"), ("--replace", f"vae={folder / 'vae'}")):  # single file -> single file
+        out.write_bytes(b"old")
+        r = _cli("convert", str(single), str(out), "--to", "single-file", "--config", str(folder), *extra, "--overwrite")
+        assert r.returncode == 0, r.stderr
+        assert out.read_bytes() != b"old"

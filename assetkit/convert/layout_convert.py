@@ -423,7 +423,7 @@ def _target_ranges(target: TargetTensor, locate: Locate, reader: Any, dtype: str
 
 def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, dtype: str | None,
                    metadata: Mapping[str, str] | None = None, *, hash_key: str | None = None,
-                   kernel_copy: bool = True) -> str | None:
+                   kernel_copy: bool = True, overwrite: bool = False) -> str | None:
     """Stream ``targets`` into a safetensors file at ``dest`` (atomic): unchanged bytes are copied
     file to file (:mod:`assetkit.formats.ranges`), cast or transposed ones computed in chunks.
     With ``hash_key``, the metadata entry of that name becomes ``0x`` + the sha256 of the tensor
@@ -451,7 +451,7 @@ def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, 
     hasher: OutputHasher | None = None
     digest: str | None = None
     try:
-        with SafetensorsWriter(dest, specs, meta or None) as writer:
+        with SafetensorsWriter(dest, specs, meta or None, overwrite=overwrite) as writer:
             if hash_key:
                 assert writer.temp_path is not None
                 hasher = OutputHasher(writer.temp_path)
@@ -720,7 +720,8 @@ def write_single_file(plan: SingleFilePlan, asset: Asset, dest: Path, *, dtype: 
 
     meta = _modelspec(plan, asset, "0" * 64)
     try:
-        digest = _write_tensors(Path(dest), plan.tensors, locate, dtype, meta, hash_key="modelspec.hash_sha256")
+        digest = _write_tensors(Path(dest), plan.tensors, locate, dtype, meta, hash_key="modelspec.hash_sha256",
+                                overwrite=overwrite)
     finally:
         if side is not None:
             side.close()
@@ -906,7 +907,7 @@ def convert_layout(source: Path, output: Path, *, to: str, family: str | None = 
 
             metadata = {k: v for k, v in asset.metadata.items() if isinstance(v, str)}
             _write_tensors(Path(output), splan.tensors, locate, dtype,
-                           metadata if asset.format == "safetensors" else None)
+                           metadata if asset.format == "safetensors" else None, overwrite=overwrite)
             for other in others:
                 other.close()
             summary = {"to": "single-file", "source": str(source), "output": str(output), "tensors": len(targets),
