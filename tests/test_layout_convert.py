@@ -492,3 +492,15 @@ def test_overwrite_replaces_an_existing_single_file(tiny, tmp_path):
         r = _cli("convert", str(single), str(out), "--to", "single-file", "--config", str(folder), *extra, "--overwrite")
         assert r.returncode == 0, r.stderr
         assert out.read_bytes() != b"old"
+
+
+def test_variant_contradicting_dtype_is_a_usage_error(tiny, tmp_path):
+    """--to diffusers --variant fp16 --dtype bf16 used to write bf16 data into *.fp16.safetensors (exit 0)."""
+    folder, single = tiny["sd1"]
+    r = _cli("convert", str(single), str(tmp_path / "d"), "--to", "diffusers", "--config", str(folder),
+             "--variant", "fp16", "--dtype", "bf16")
+    assert r.returncode == 2 and "--variant fp16" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+    r = _cli("convert", str(single), str(tmp_path / "d"), "--to", "diffusers", "--config", str(folder),
+             "--variant", "fp16", "--dtype", "fp16")
+    assert r.returncode == 0, r.stderr

@@ -833,6 +833,12 @@ def convert_layout(source: Path, output: Path, *, to: str, family: str | None = 
     start = time.perf_counter()
     if to not in ("diffusers", "single-file"):
         raise AssetkitError(f"--to {to!r}: use diffusers or single-file")
+    from ..formats.dtypes import VARIANT_DTYPES
+
+    named = VARIANT_DTYPES.get(variant or "")
+    if to == "diffusers" and named is not None and dtype is not None and dtype != named:
+        raise AssetkitError(f"--variant {variant} names {named} files; --dtype would write {dtype} data into them: "
+                            "drop --dtype or choose the matching --variant")
     if variant == "fp16" and dtype is None:
         dtype = "F16"
     replace = list(replace)
