@@ -504,3 +504,19 @@ def test_variant_contradicting_dtype_is_a_usage_error(tiny, tmp_path):
     r = _cli("convert", str(single), str(tmp_path / "d"), "--to", "diffusers", "--config", str(folder),
              "--variant", "fp16", "--dtype", "fp16")
     assert r.returncode == 0, r.stderr
+
+
+def test_output_folder_mode_follows_the_umask(tiny, tmp_path):
+    """The folder is built in a mkdtemp staging folder (0o700) and renamed: it used to stay 0o700,
+    unreadable to anyone else, while its files and subfolders follow the umask."""
+    import os
+
+    folder, single = tiny["sd1"]
+    old = os.umask(0o022)
+    try:
+        for out, extra in ((tmp_path / "d", ()), (tmp_path / "vae", ("--component", "vae"))):
+            r = _cli("convert", str(single), str(out), "--to", "diffusers", "--config", str(folder), *extra)
+            assert r.returncode == 0, r.stderr
+            assert out.stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)

@@ -480,7 +480,11 @@ def _staging(out_dir: Path, overwrite: bool) -> Path:
         raise OutputExistsError("exists; pass --overwrite to replace it", where=str(out_dir))
     if not out_dir.parent.is_dir():
         raise AssetkitError("output folder does not exist", where=str(out_dir.parent))
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0o700: the output folder gets the usual mode
+    return staging
 
 
 def _place(staging: Path, out_dir: Path) -> None:
