@@ -520,3 +520,10 @@ def test_output_folder_mode_follows_the_umask(tiny, tmp_path):
             assert out.stat().st_mode & 0o777 == 0o755
     finally:
         os.umask(old)
+
+
+def test_missing_config_folder_is_named(tiny, tmp_path):
+    folder, single = tiny["sd1"]
+    r = _cli("convert", str(single), str(tmp_path / "d"), "--to", "diffusers", "--config", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "config folder does not exist" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []

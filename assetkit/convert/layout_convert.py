@@ -123,6 +123,8 @@ def component_rules(kind: str, config: dict, source_names: Iterable[str] = ()) -
 def _read_config_dir(folder: Path) -> dict[str, Any]:
     """``relative path -> parsed JSON`` for every JSON file of a diffusers config folder."""
     out: dict[str, Any] = {}
+    if not folder.is_dir():
+        raise AssetkitError("config folder does not exist", where=str(folder))
     for path in sorted(folder.rglob("*.json")):
         rel = path.relative_to(folder).as_posix()
         try:
