@@ -527,3 +527,15 @@ def test_missing_config_folder_is_named(tiny, tmp_path):
     r = _cli("convert", str(single), str(tmp_path / "d"), "--to", "diffusers", "--config", str(tmp_path / "nope"))
     assert r.returncode == 2 and "config folder does not exist" in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_never_replaces_the_folder_holding_the_source(tiny, tmp_path):
+    """``convert models/sd/sd.safetensors models/sd --to diffusers --overwrite`` used to delete the source."""
+    folder, single = tiny["sd1"]
+    (tmp_path / "sd").mkdir()
+    src = tmp_path / "sd" / "sd.safetensors"
+    src.write_bytes(single.read_bytes())
+    r = _cli("convert", str(src), str(tmp_path / "sd"), "--to", "diffusers", "--config", str(folder), "--overwrite")
+    assert r.returncode == 2 and "inside the output folder" in r.stderr, r.stderr
+    assert src.read_bytes() == single.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sd"]

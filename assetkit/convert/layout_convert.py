@@ -522,6 +522,9 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
     if unknown:
         raise LayoutError(f"no component {', '.join(unknown)} in this file (has: {', '.join(plan.components)})")
     single_component = len(chosen) == 1 and (components is not None or not plan.model_index)
+    if overwrite and out_dir.exists() and out_dir.resolve() in Path(asset.path).resolve().parents:
+        raise AssetkitError("the source lies inside the output folder, which --overwrite would replace: "
+                            "choose another OUTPUT", where=str(asset.path))
     staging = _staging(out_dir, overwrite)
     try:
         summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras) if components is None else [],
