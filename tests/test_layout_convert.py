@@ -539,3 +539,33 @@ def test_overwrite_never_replaces_the_folder_holding_the_source(tiny, tmp_path):
     assert r.returncode == 2 and "inside the output folder" in r.stderr, r.stderr
     assert src.read_bytes() == single.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sd"]
+
+
+def test_round_trip_keeps_the_source_metadata_byte_for_byte(tiny, tmp_path):
+    """The source's metadata recorded in the sidecar comes back on the way to a single file (it was
+    dropped: ModelSpec was regenerated with the folder's name as title, kohya ``ss_*`` and a
+    pickle's ``global_step`` were lost), so the round trip gives the same file, byte for byte."""
+    import struct
+
+    from safetensors import safe_open
+
+    folder, single = tiny["sd1"]
+    raw = single.read_bytes()  # our single file (tensor order ours) with more metadata in its header
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    header["__metadata__"].update({"ss_output_name": "mine", "license": "x"})
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    src = tmp_path / "model.safetensors"
+    src.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size:])
+    for name in ("d", "d2"):  # folder named unlike the source: the title is the source's
+        r = _cli("convert", str(src), str(tmp_path / name), "--to", "diffusers", "--config", str(folder))
+        assert r.returncode == 0, r.stderr
+    r = _cli("convert", str(tmp_path / "d"), str(tmp_path / "back.safetensors"), "--to", "single-file")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "back.safetensors").read_bytes() == src.read_bytes()
+    r = _cli("convert", str(tmp_path / "d2"), str(tmp_path / "vae.safetensors"), "--to", "single-file",
+             "--component", "vae")  # an extract gets its own ModelSpec, not the pipeline's
+    assert r.returncode == 0, r.stderr
+    with safe_open(str(tmp_path / "vae.safetensors"), "np") as fh:
+        assert fh.metadata()["modelspec.architecture"].endswith("/vae") and "ss_output_name" not in fh.metadata()

@@ -563,7 +563,7 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
             prefixes = plan.prefixes if plan.names == "original" else {}  # diffusers names: nothing to restore
             meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
                     **{f"assetkit.prefix.{c}": p for c, p in prefixes.items()},
-                    "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
+                    "assetkit.plain_metadata": json.dumps(plan.plain_metadata, default=str)}
             extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
                                    (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
             _write_tensors(staging / SIDECAR, extras, lambda n: (asset, n), None, meta)
@@ -715,11 +715,24 @@ def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str
             "modelspec.prediction_type": prediction, "modelspec.hash_sha256": "0x" + digest}
 
 
+def _source_metadata(sidecar_meta: Mapping[str, str]) -> dict[str, str]:
+    """The metadata of the single file a folder came from (recorded in its sidecar): plain values
+    as strings, in their order (a safetensors source's ``__metadata__``, a pickle's ``global_step``)."""
+    try:
+        plain = json.loads(sidecar_meta.get("assetkit.plain_metadata") or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(plain, dict):
+        return {}
+    return {k: v if isinstance(v, str) else str(v) for k, v in plain.items()
+            if isinstance(v, bool | int | float | str)}
+
+
 def write_single_file(plan: SingleFilePlan, asset: Asset, dest: Path, *, dtype: str | None = None,
                       overwrite: bool = False) -> dict[str, Any]:
     """Stream ``plan`` into one safetensors file with ModelSpec metadata (``hash_sha256`` of the
     tensor data as written, computed in the same pass)."""
-    side, _ = _read_sidecar(Path(asset.path))
+    side, side_meta = _read_sidecar(Path(asset.path))
 
     def locate(name: str) -> tuple[Asset, str]:
         if name.startswith(SIDECAR + "/"):
@@ -727,7 +740,9 @@ def write_single_file(plan: SingleFilePlan, asset: Asset, dest: Path, *, dtype: 
             return side, name[len(SIDECAR) + 1:]
         return asset, name
 
-    meta = _modelspec(plan, asset, "0" * 64)
+    meta = _source_metadata(side_meta) if side_meta.get("assetkit.layout") == plan.layout else {}
+    for key, value in _modelspec(plan, asset, "0" * 64).items():  # the source's own ModelSpec entries win
+        meta.setdefault(key, value)
     try:
         digest = _write_tensors(Path(dest), plan.tensors, locate, dtype, meta, hash_key="modelspec.hash_sha256",
                                 overwrite=overwrite)
