@@ -298,3 +298,27 @@ def test_peak_memory_is_far_below_the_checkpoint_size(tmp_path: Path) -> None:
         assert code == 0, result.stderr
         assert peak_kib / 1024 < 150, f"peak RSS {peak_kib / 1024:.0f} MiB for a 192 MiB checkpoint {extra}"
     assert raw(load_file(tmp_path / "out2.safetensors")["layer3.weight"]) == raw(torch.full((1024, 4096), 3.0).bfloat16())
+
+
+def test_options_a_conversion_would_ignore_are_usage_errors(checkpoint: Path, tmp_path: Path) -> None:
+    """--prune/--ema/--only... with --to, --dtype... on a LoRA, --component... without --to: exit 2
+    naming them, nothing written (they used to be ignored silently, exit 0)."""
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 8),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(8, 4),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(4.0)}, str(lora))
+    cases = [((checkpoint, tmp_path / "d", "--to", "diffusers", "--prune", "--ema"), "--prune, --ema"),
+             ((checkpoint, tmp_path / "s.safetensors", "--to", "single-file", "--fix-position-ids"), "--fix-position-ids"),
+             ((checkpoint, tmp_path / "s.safetensors", "--to", "single-file", "--only", "model."), "--only"),
+             ((lora, tmp_path / "p.safetensors", "--to", "diffusers", "--dtype", "fp16"), "--dtype"),
+             ((lora, tmp_path / "p.safetensors", "--to", "diffusers", "--kohya-unet", "sgm"), "--kohya-unet"),
+             ((lora, tmp_path / "p.safetensors", "--to", "kohya", "--component", "unet"), "--component"),
+             ((checkpoint, tmp_path / "o.safetensors", "--component", "vae"), "--component"),
+             ((checkpoint, tmp_path / "o.safetensors", "--config", tmp_path), "--config")]
+    for args, named in cases:
+        code, out, err = run(*args)
+        assert code == 2, (args, out, err)
+        assert f"{named}: not applicable" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lora.safetensors", "model.ckpt"]

@@ -513,6 +513,100 @@ def test_per_layer_depths_without_their_reverse_are_refused_in_one_line(tmp_path
     result = _cli("convert", str(folder), str(tmp_path / "out.safetensors"), "--to", "single-file")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"assetkit: error: {folder / 'unet' / 'config.json'}: cannot map this unet config: transformer_layers_per_block has per-layer lists "
-        "but the config has no reverse_transformer_layers_per_block (diffusers needs it for such a UNet too)"]
+        f"assetkit: error: {folder / 'unet' / 'config.json'}: cannot map this unet config: "
+        "transformer_layers_per_block has per-layer lists but the config has no reverse_transformer_layers_per_block (diffusers needs it for such a UNet too)"]
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_overwrite_replaces_an_existing_single_file(tiny, tmp_path):
+    """--to single-file --overwrite replaces the output (it used to say "pass --overwrite" anyway)."""
+    folder, single = tiny["sd1"]
+    out = tmp_path / "back.safetensors"
+    out.write_bytes(b"old")
+    r = _cli("convert", str(folder), str(out), "--to", "single-file")
+    assert r.returncode == 2 and "--overwrite" in r.stderr and out.read_bytes() == b"old"
+    r = _cli("convert", str(folder), str(out), "--to", "single-file", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert file_tensors(out) == file_tensors(single)
+    for extra in (("--component", "vae"), ("--replace", f"vae={folder / 'vae'}")):  # single file -> single file
+        out.write_bytes(b"old")
+        r = _cli("convert", str(single), str(out), "--to", "single-file", "--config", str(folder), *extra, "--overwrite")
+        assert r.returncode == 0, r.stderr
+        assert out.read_bytes() != b"old"
+
+
+def test_variant_contradicting_dtype_is_a_usage_error(tiny, tmp_path):
+    """--to diffusers --variant fp16 --dtype bf16 used to write bf16 data into *.fp16.safetensors (exit 0)."""
+    folder, single = tiny["sd1"]
+    r = _cli("convert", str(single), str(tmp_path / "d"), "--to", "diffusers", "--config", str(folder),
+             "--variant", "fp16", "--dtype", "bf16")
+    assert r.returncode == 2 and "--variant fp16" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+    r = _cli("convert", str(single), str(tmp_path / "d"), "--to", "diffusers", "--config", str(folder),
+             "--variant", "fp16", "--dtype", "fp16")
+    assert r.returncode == 0, r.stderr
+
+
+def test_output_folder_mode_follows_the_umask(tiny, tmp_path):
+    """The folder is built in a mkdtemp staging folder (0o700) and renamed: it used to stay 0o700,
+    unreadable to anyone else, while its files and subfolders follow the umask."""
+    import os
+
+    folder, single = tiny["sd1"]
+    old = os.umask(0o022)
+    try:
+        for out, extra in ((tmp_path / "d", ()), (tmp_path / "vae", ("--component", "vae"))):
+            r = _cli("convert", str(single), str(out), "--to", "diffusers", "--config", str(folder), *extra)
+            assert r.returncode == 0, r.stderr
+            assert out.stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)
+
+
+def test_missing_config_folder_is_named(tiny, tmp_path):
+    folder, single = tiny["sd1"]
+    r = _cli("convert", str(single), str(tmp_path / "d"), "--to", "diffusers", "--config", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "config folder does not exist" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_never_replaces_the_folder_holding_the_source(tiny, tmp_path):
+    """``convert models/sd/sd.safetensors models/sd --to diffusers --overwrite`` used to delete the source."""
+    folder, single = tiny["sd1"]
+    (tmp_path / "sd").mkdir()
+    src = tmp_path / "sd" / "sd.safetensors"
+    src.write_bytes(single.read_bytes())
+    r = _cli("convert", str(src), str(tmp_path / "sd"), "--to", "diffusers", "--config", str(folder), "--overwrite")
+    assert r.returncode == 2 and "inside the output folder" in r.stderr, r.stderr
+    assert src.read_bytes() == single.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sd"]
+
+
+def test_round_trip_keeps_the_source_metadata_byte_for_byte(tiny, tmp_path):
+    """The source's metadata recorded in the sidecar comes back on the way to a single file (it was
+    dropped: ModelSpec was regenerated with the folder's name as title, kohya ``ss_*`` and a
+    pickle's ``global_step`` were lost), so the round trip gives the same file, byte for byte."""
+    import struct
+
+    from safetensors import safe_open
+
+    folder, single = tiny["sd1"]
+    raw = single.read_bytes()  # our single file (tensor order ours) with more metadata in its header
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    header["__metadata__"].update({"ss_output_name": "mine", "license": "x"})
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    src = tmp_path / "model.safetensors"
+    src.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size:])
+    for name in ("d", "d2"):  # folder named unlike the source: the title is the source's
+        r = _cli("convert", str(src), str(tmp_path / name), "--to", "diffusers", "--config", str(folder))
+        assert r.returncode == 0, r.stderr
+    r = _cli("convert", str(tmp_path / "d"), str(tmp_path / "back.safetensors"), "--to", "single-file")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "back.safetensors").read_bytes() == src.read_bytes()
+    r = _cli("convert", str(tmp_path / "d2"), str(tmp_path / "vae.safetensors"), "--to", "single-file",
+             "--component", "vae")  # an extract gets its own ModelSpec, not the pipeline's
+    assert r.returncode == 0, r.stderr
+    with safe_open(str(tmp_path / "vae.safetensors"), "np") as fh:
+        assert fh.metadata()["modelspec.architecture"].endswith("/vae") and "ss_output_name" not in fh.metadata()

@@ -141,7 +141,22 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
     from ..convert.batch import convert_tree, convert_variant_folder
     from ..convert.to_safetensors import convert_file
 
-    if to == "kohya" or (to == "diffusers" and _is_lora(source)):
+    given = {"--dtype": dtype, "--variant": variant, "--state-dict-key": state_dict_key, "--only": only,
+             "--strip-prefix": strip_prefix, "--keep-metadata": keep_metadata, "--metadata": metadata_items,
+             "--salvage": salvage, "--family": family, "--config": config_dir, "--drop-extras": drop_extras,
+             "--component": component, "--replace": replace, "--kohya-unet": kohya_unet, "--prune": prune,
+             "--keep-ema": keep_ema, "--ema": use_ema, "--fix-position-ids": fix_position_ids}
+    lora = to == "kohya" or (to == "diffusers" and _is_lora(source))
+    if lora:
+        lora_options = ("--family", "--config", *(("--kohya-unet",) if to == "kohya" else ()))
+        _refuse_options(given, *lora_options, hint=f"to a LoRA --to {to} (it takes {', '.join(lora_options)}, "
+                                                   "--overwrite, --no-verify)")
+    elif to is not None:
+        _refuse_options(given, "--dtype", "--variant", "--family", "--config", "--drop-extras", "--component",
+                        "--replace", hint=f"with --to {to}; run a plain `assetkit convert IN OUT ...` first for them")
+    else:
+        _refuse_options(given, *(k for k in given if k not in _LAYOUT_ONLY), hint="without --to")
+    if lora:
         _convert_lora(source, output, to, family=family, config=config_dir, kohya_unet=kohya_unet,
                       overwrite=overwrite, verify=not no_verify, json_output=json_output)
         return
@@ -205,6 +220,17 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
 
     finish({"ok": True, **report.to_dict(), **({"hygiene": cleaned.to_dict()} if cleaned else {})},
            json_output=json_output, render=render)
+
+
+#: Options that only a layout or LoRA conversion (--to) reads.
+_LAYOUT_ONLY = ("--family", "--config", "--drop-extras", "--component", "--replace", "--kohya-unet")
+
+
+def _refuse_options(given: dict[str, Any], *allowed: str, hint: str) -> None:
+    """A usage error naming the options given that this kind of conversion would ignore."""
+    ignored = [name for name, value in given.items() if value and name not in allowed]
+    if ignored:
+        raise AssetkitError(f"{', '.join(ignored)}: not applicable {hint}")
 
 
 @contextlib.contextmanager

@@ -132,6 +132,8 @@ def component_rules(kind: str, config: dict, source_names: Iterable[str] = ()) -
 def _read_config_dir(folder: Path) -> dict[str, Any]:
     """``relative path -> parsed JSON`` for every JSON file of a diffusers config folder."""
     out: dict[str, Any] = {}
+    if not folder.is_dir():
+        raise AssetkitError("config folder does not exist", where=str(folder))
     for path in sorted(folder.rglob("*.json")):
         rel = path.relative_to(folder).as_posix()
         try:
@@ -432,7 +434,7 @@ def _target_ranges(target: TargetTensor, locate: Locate, reader: Any, dtype: str
 
 def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, dtype: str | None,
                    metadata: Mapping[str, str] | None = None, *, hash_key: str | None = None,
-                   kernel_copy: bool = True) -> str | None:
+                   kernel_copy: bool = True, overwrite: bool = False) -> str | None:
     """Stream ``targets`` into a safetensors file at ``dest`` (atomic): unchanged bytes are copied
     file to file (:mod:`assetkit.formats.ranges`), cast or transposed ones computed in chunks.
     With ``hash_key``, the metadata entry of that name becomes ``0x`` + the sha256 of the tensor
@@ -460,7 +462,7 @@ def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, 
     hasher: OutputHasher | None = None
     digest: str | None = None
     try:
-        with SafetensorsWriter(dest, specs, meta or None) as writer:
+        with SafetensorsWriter(dest, specs, meta or None, overwrite=overwrite) as writer:
             if hash_key:
                 assert writer.temp_path is not None
                 hasher = OutputHasher(writer.temp_path)
@@ -489,7 +491,11 @@ def _staging(out_dir: Path, overwrite: bool) -> Path:
         raise OutputExistsError("exists; pass --overwrite to replace it", where=str(out_dir))
     if not out_dir.parent.is_dir():
         raise AssetkitError("output folder does not exist", where=str(out_dir.parent))
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0o700: the output folder gets the usual mode
+    return staging
 
 
 def _place(staging: Path, out_dir: Path) -> None:
@@ -525,6 +531,9 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
     if unknown:
         raise LayoutError(f"no component {', '.join(unknown)} in this file (has: {', '.join(plan.components)})")
     single_component = len(chosen) == 1 and (components is not None or not plan.model_index)
+    if overwrite and out_dir.exists() and out_dir.resolve() in Path(asset.path).resolve().parents:
+        raise AssetkitError("the source lies inside the output folder, which --overwrite would replace: "
+                            "choose another OUTPUT", where=str(asset.path))
     staging = _staging(out_dir, overwrite)
     try:
         summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras) if components is None else [],
@@ -563,7 +572,7 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
             prefixes = plan.prefixes if plan.names == "original" else {}  # diffusers names: nothing to restore
             meta = {"assetkit.layout": plan.layout, "assetkit.family": plan.family, **_clip_namings(plan),
                     **{f"assetkit.prefix.{c}": p for c, p in prefixes.items()},
-                    "assetkit.plain_metadata": json.dumps(plan.plain_metadata, sort_keys=True, default=str)}
+                    "assetkit.plain_metadata": json.dumps(plan.plain_metadata, default=str)}
             extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
                                    (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
             _write_tensors(staging / SIDECAR, extras, lambda n: (asset, n), None, meta)
@@ -716,11 +725,24 @@ def _modelspec(plan: SingleFilePlan, asset: Asset, digest: str) -> dict[str, str
             "modelspec.prediction_type": prediction, "modelspec.hash_sha256": "0x" + digest}
 
 
+def _source_metadata(sidecar_meta: Mapping[str, str]) -> dict[str, str]:
+    """The metadata of the single file a folder came from (recorded in its sidecar): plain values
+    as strings, in their order (a safetensors source's ``__metadata__``, a pickle's ``global_step``)."""
+    try:
+        plain = json.loads(sidecar_meta.get("assetkit.plain_metadata") or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(plain, dict):
+        return {}
+    return {k: v if isinstance(v, str) else str(v) for k, v in plain.items()
+            if isinstance(v, bool | int | float | str)}
+
+
 def write_single_file(plan: SingleFilePlan, asset: Asset, dest: Path, *, dtype: str | None = None,
                       overwrite: bool = False) -> dict[str, Any]:
     """Stream ``plan`` into one safetensors file with ModelSpec metadata (``hash_sha256`` of the
     tensor data as written, computed in the same pass)."""
-    side, _ = _read_sidecar(Path(asset.path))
+    side, side_meta = _read_sidecar(Path(asset.path))
 
     def locate(name: str) -> tuple[Asset, str]:
         if name.startswith(SIDECAR + "/"):
@@ -728,9 +750,12 @@ def write_single_file(plan: SingleFilePlan, asset: Asset, dest: Path, *, dtype: 
             return side, name[len(SIDECAR) + 1:]
         return asset, name
 
-    meta = _modelspec(plan, asset, "0" * 64)
+    meta = _source_metadata(side_meta) if side_meta.get("assetkit.layout") == plan.layout else {}
+    for key, value in _modelspec(plan, asset, "0" * 64).items():  # the source's own ModelSpec entries win
+        meta.setdefault(key, value)
     try:
-        digest = _write_tensors(Path(dest), plan.tensors, locate, dtype, meta, hash_key="modelspec.hash_sha256")
+        digest = _write_tensors(Path(dest), plan.tensors, locate, dtype, meta, hash_key="modelspec.hash_sha256",
+                                overwrite=overwrite)
     finally:
         if side is not None:
             side.close()
@@ -842,6 +867,12 @@ def convert_layout(source: Path, output: Path, *, to: str, family: str | None = 
     start = time.perf_counter()
     if to not in ("diffusers", "single-file"):
         raise AssetkitError(f"--to {to!r}: use diffusers or single-file")
+    from ..formats.dtypes import VARIANT_DTYPES
+
+    named = VARIANT_DTYPES.get(variant or "")
+    if to == "diffusers" and named is not None and dtype is not None and dtype != named:
+        raise AssetkitError(f"--variant {variant} names {named} files; --dtype would write {dtype} data into them: "
+                            "drop --dtype or choose the matching --variant")
     if variant == "fp16" and dtype is None:
         dtype = "F16"
     replace = list(replace)
@@ -916,7 +947,7 @@ def convert_layout(source: Path, output: Path, *, to: str, family: str | None = 
 
             metadata = {k: v for k, v in asset.metadata.items() if isinstance(v, str)}
             _write_tensors(Path(output), splan.tensors, locate, dtype,
-                           metadata if asset.format == "safetensors" else None)
+                           metadata if asset.format == "safetensors" else None, overwrite=overwrite)
             for other in others:
                 other.close()
             summary = {"to": "single-file", "source": str(source), "output": str(output), "tensors": len(targets),
