@@ -164,6 +164,15 @@ def read_lock(path: Path) -> Lock:
         components = [_component(c, version, folder) for c in doc["components"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SpecError(f"broken lock file: missing or wrong field {exc}", where=str(path)) from None
+    pinned, named = [(c.role, c.name) for c in components], spec.components()
+    if pinned != named:  # edited by hand: a component of the spec without pins would pass unchecked
+        missing = [f"{r} {n}" for r, n in named if (r, n) not in pinned]
+        extra = [f"{r} {n}" for r, n in pinned if (r, n) not in named or pinned.count((r, n)) > 1]
+        detail = "; ".join(part for part in (f"not pinned: {', '.join(missing)}" if missing else "",
+                                             f"not in its spec or repeated: {', '.join(extra)}" if extra else "")
+                           if part) or "in another order"
+        raise SpecError(f"broken lock file: its components do not match its spec ({detail}); lock the spec again",
+                        where=str(path))
     return Lock(spec, components, source=Path(path), version=version)
 
 
