@@ -28,6 +28,7 @@ from assetkit.errors import (
     UnsupportedFormatError,
     VerificationError,
 )
+from assetkit.formats.tensor_source import TensorSource
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ def test_unsupported_containers(tmp_path: Path) -> None:
 def test_a_corrupted_copy_fails_verification_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
     src = tmp_path / "m.pt"
     torch.save({"a": torch.randn(100), "b": torch.randn(50)}, src)
-    copy = conversion._Source.copy_chunks
+    copy = TensorSource.copy_chunks
 
     def flip_one_bit(self, info):
         for chunk in copy(self, info):
@@ -375,7 +376,7 @@ def test_a_corrupted_copy_fails_verification_and_leaves_nothing(tmp_path: Path, 
                 chunk = memoryview(damaged)
             yield chunk
 
-    monkeypatch.setattr(conversion._Source, "copy_chunks", flip_one_bit)
+    monkeypatch.setattr(TensorSource, "copy_chunks", flip_one_bit)
     dst = tmp_path / "m.safetensors"
     with pytest.raises(VerificationError, match="tensor 'b' differs"):
         convert_file(src, dst)
@@ -387,16 +388,15 @@ def test_a_corrupted_copy_fails_verification_and_leaves_nothing(tmp_path: Path, 
 
 
 def test_large_tensors_are_copied_in_chunks(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(conversion, "CHUNK_BYTES", 4096)
     monkeypatch.setattr(conversion, "CAST_CHUNK_BYTES", 1001)  # not a whole number of elements
     src = tmp_path / "m.pt"
     torch.save({"big": torch.randn(10_000), "odd": torch.randn(1001).half(), "t": torch.randn(70, 90).t()}, src)
-    original = conversion._Source.__init__
+    original = TensorSource.__init__
 
     def small_chunks(self, chunk_bytes=4096):
         original(self, chunk_bytes=4096)
 
-    monkeypatch.setattr(conversion._Source, "__init__", small_chunks)
+    monkeypatch.setattr(TensorSource, "__init__", small_chunks)
     dst = tmp_path / "o.safetensors"
     convert_file(src, dst, dtype="bf16")
     assert_same_tensors(dst, {k: v.bfloat16() for k, v in reference(src).items()})

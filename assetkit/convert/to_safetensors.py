@@ -11,8 +11,9 @@ How one conversion runs (:func:`convert_file`):
    Hub's ``convert.py`` and ``safetensors.torch.save_model`` record removed duplicates; the
    output header is fixed before a byte of data moves.
 3. **Stream.** Tensors are copied in source order with ``pread`` into one reused 16 MiB buffer
-   (no memory map for the copy, so touched pages never pile up in RSS); strided views and
-   big-endian records are materialised one tensor at a time by :meth:`Asset.tensor_bytes`.
+   (:class:`~assetkit.formats.tensor_source.TensorSource`: no memory map for the copy, so touched
+   pages never pile up in RSS); strided views and big-endian records are materialised one tensor
+   at a time by :meth:`Asset.tensor_bytes`.
    ``dtype`` casts floating tensors chunk by chunk (:mod:`.dtype_cast`). Meanwhile a thread
    hashes the whole source file (sha256, recorded as provenance in the header).
 4. **Verify** (default). The temporary output is re-read with the strict reader and every
@@ -28,9 +29,7 @@ the model.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import mmap
 import os
 import sys
 import threading
@@ -49,11 +48,10 @@ from ..findings import Finding, capped
 from ..formats.base import Asset, TensorInfo, read_tensor_bytes
 from ..formats.dtypes import CLI_DTYPES, DTYPES
 from ..formats.sniff import PICKLE_SUFFIXES as _PICKLE_SUFFIXES
+from ..formats.tensor_source import TensorSource, source_start
 from .dtype_cast import cast_bytes, output_dtype
 from .options import ConvertOptions
 
-#: Bytes moved per read/cast/compare step.
-CHUNK_BYTES = 16 * 1024 * 1024
 #: Source bytes cast per step (the cast result is a new array: keep it small).
 CAST_CHUNK_BYTES = 4 * 1024 * 1024
 #: Output names that torch.load / diffusers would take for a pickle: refused for a safetensors output.
@@ -214,13 +212,6 @@ def select_tensors(asset: Asset, *, state_dict_key: str | None = None, only: str
     return selected
 
 
-def _source_start(info: TensorInfo) -> int:
-    """Absolute offset of the view's first byte in its file (for ordering reads)."""
-    if info.data_offset is None:
-        return -1
-    return info.data_offset + (info.storage_offset * DTYPES[info.dtype].bits) // 8
-
-
 def plan_conversion(asset: Asset, *, dtype: str | None = None, state_dict_key: str | None = None,
                     only: str | None = None, strip_prefix: str | None = None,
                     metadata: dict[str, str] | None = None,
@@ -249,150 +240,11 @@ def plan_conversion(asset: Asset, *, dtype: str | None = None, state_dict_key: s
         if info.data_offset is None:
             raise FormatError("tensor data is not stored in place (compressed zip record)", where=kept)
         planned.append(PlannedTensor(kept, info, output_dtype(info.dtype, target)))
-    planned.sort(key=lambda t: (str(t.info.file), _source_start(t.info), t.name))
+    planned.sort(key=lambda t: (str(t.info.file), source_start(t.info), t.name))
     out_metadata = dict(metadata or {})
     for alias, kept in sorted(tied.items()):
         out_metadata.setdefault(alias, kept)
     return ConversionPlan(planned, tied, out_metadata)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading the source
-# ---------------------------------------------------------------------------------------------
-def _read_exactly(fd: int, view: memoryview, offset: int, where: str) -> None:
-    """Fill ``view`` from ``fd`` at ``offset`` (pread; loops over short reads)."""
-    done = 0
-    total = len(view)
-    while done < total:
-        if hasattr(os, "preadv"):
-            got = os.preadv(fd, [view[done:]], offset + done)
-        else:  # pragma: no cover - platforms without preadv (Windows)
-            os.lseek(fd, offset + done, os.SEEK_SET)
-            got = os.readv(fd, [view[done:]])
-        if got <= 0:
-            raise FormatError("file ends inside tensor data (truncated?)", where=where)
-        done += got
-
-
-class _Source:
-    """Bounded-memory access to the tensor bytes of one asset.
-
-    The copy reads contiguous little-endian tensors with ``pread`` into a reused buffer;
-    everything else (strided views, big-endian records) and the verification read go through
-    :func:`read_tensor_bytes` over memory maps whose pages are dropped (``MADV_DONTNEED``) as
-    soon as a chunk has been used, so they never accumulate in RSS.
-    """
-
-    def __init__(self, chunk_bytes: int = CHUNK_BYTES) -> None:
-        self.chunk_bytes = chunk_bytes
-        self._fds: dict[Path, int] = {}
-        self._sizes: dict[Path, int] = {}
-        self._maps: dict[Path, mmap.mmap] = {}
-        self._buffer: bytearray | None = None
-
-    # -- plumbing ------------------------------------------------------------------------------
-    def fd(self, file: Path) -> int:
-        fd = self._fds.get(file)
-        if fd is None:
-            fd = os.open(file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            self._fds[file] = fd
-            self._sizes[file] = os.fstat(fd).st_size
-        return fd
-
-    def map(self, file: Path) -> mmap.mmap:
-        mapped = self._maps.get(file)
-        if mapped is None:
-            mapped = mmap.mmap(self.fd(file), 0, access=mmap.ACCESS_READ)
-            self._maps[file] = mapped
-        return mapped
-
-    def drop_pages(self, file: Path, start: int, end: int) -> None:
-        """Unmap the pages of ``[start, end)`` from this process (they stay in the page cache)."""
-        mapped = self._maps.get(file)
-        if mapped is None or not hasattr(mmap, "MADV_DONTNEED") or end <= start:
-            return
-        page = mmap.PAGESIZE
-        first = (start // page) * page
-        last = min(len(mapped), -(-end // page) * page)
-        if last > first:
-            with contextlib.suppress(OSError, ValueError):  # advice only: never fail a conversion over it
-                mapped.madvise(mmap.MADV_DONTNEED, first, last - first)
-
-    def buffer(self) -> memoryview:
-        if self._buffer is None:
-            self._buffer = bytearray(self.chunk_bytes)
-        return memoryview(self._buffer)
-
-    def close(self) -> None:
-        for mapped in self._maps.values():
-            with contextlib.suppress(BufferError):
-                mapped.close()
-        self._maps.clear()
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-    # -- reading -------------------------------------------------------------------------------
-    @staticmethod
-    def is_direct(info: TensorInfo) -> bool:
-        """True when the tensor is one run of little-endian bytes in its file (copied by pread)."""
-        row = DTYPES[info.dtype]
-        return info.data_offset is not None and info.is_contiguous and (
-            info.byteorder == "little" or row.itemsize == 1 or row.bits < 8)
-
-    def _direct_range(self, info: TensorInfo) -> tuple[int, int]:
-        start = _source_start(info)
-        end = start + info.nbytes
-        assert info.data_offset is not None
-        storage_end = info.data_offset + info.storage_nbytes if info.storage_nbytes is not None else None
-        if end > self._sizes[info.file] or (storage_end is not None and end > storage_end):
-            raise FormatError("tensor data runs past the end of its storage", where=info.name)
-        return start, end
-
-    def _step(self, info: TensorInfo) -> int:
-        item = DTYPES[info.dtype].itemsize
-        return max(item, (self.chunk_bytes // item) * item)
-
-    def copy_chunks(self, info: TensorInfo) -> Iterator[memoryview]:
-        """The tensor's C-ordered little-endian bytes, element-aligned chunks of a reused buffer.
-
-        Each chunk is valid until the next one is requested.
-        """
-        if info.numel == 0:
-            return
-        if self.is_direct(info):
-            fd = self.fd(info.file)
-            start, end = self._direct_range(info)
-            buffer = self.buffer()
-            step = self._step(info)
-            for offset in range(start, end, step):
-                size = min(step, end - offset)
-                view = buffer[:size]
-                _read_exactly(fd, view, offset, info.name)
-                yield view
-            return
-        yield from self.mapped_chunks(info)
-
-    def mapped_chunks(self, info: TensorInfo) -> Iterator[memoryview]:
-        """The same bytes as :meth:`copy_chunks`, read through :func:`read_tensor_bytes` (mmap)."""
-        if info.numel == 0:
-            return
-        self.fd(info.file)
-        data = memoryview(read_tensor_bytes(info, self.map)).cast("B")
-        step = self._step(info)
-        direct = self.is_direct(info)
-        origin = _source_start(info)
-        try:
-            for offset in range(0, len(data), step):
-                yield data[offset: offset + step]
-                if direct:
-                    self.drop_pages(info.file, origin + offset, origin + min(len(data), offset + step))
-        finally:
-            data.release()
-            assert info.data_offset is not None
-            storage_end = info.data_offset + (info.storage_nbytes or 0)
-            if not direct:
-                self.drop_pages(info.file, info.data_offset, max(storage_end, origin + info.nbytes))
 
 
 def _cast_chunks(chunks: Iterator[memoryview], src_dtype: str, dst_dtype: str) -> Iterator[memoryview]:
@@ -629,7 +481,7 @@ def _convert(src: Path, dst: Path, options: ConvertOptions, *, progress: Progres
         raise
     for line in report.warnings:
         (warn or _warn_stderr)(line)
-    source = _Source()
+    source = TensorSource()
     hasher = _FileHasher(src)
     try:
         report.source_format = asset.format
@@ -689,7 +541,7 @@ def _warn_stderr(line: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Verification
 # ---------------------------------------------------------------------------------------------
-def verify_data(path: Path, plan: ConversionPlan, source: _Source) -> None:
+def verify_data(path: Path, plan: ConversionPlan, source: TensorSource) -> None:
     """Re-read ``path`` strictly and compare every tensor, byte for byte, with the source.
 
     The source side is read through :func:`read_tensor_bytes` (not the copy's pread path) and
@@ -698,7 +550,7 @@ def verify_data(path: Path, plan: ConversionPlan, source: _Source) -> None:
     Raises :class:`VerificationError` naming the first difference.
     """
     output = _strict_read(path)
-    written = _Source(source.chunk_bytes)
+    written = TensorSource(source.chunk_bytes)
     try:
         _check_names(output, plan, str(path))
         for tensor in plan.tensors:
@@ -738,7 +590,7 @@ def _check_names(output: Asset, plan: ConversionPlan, where: str) -> None:
         raise VerificationError(f"tensor names differ (missing {missing}, unexpected {extra})", where=where)
 
 
-def _verify_tensor(written: _Source, info: TensorInfo, tensor: PlannedTensor, source: _Source,
+def _verify_tensor(written: TensorSource, info: TensorInfo, tensor: PlannedTensor, source: TensorSource,
                    where: str) -> None:
     if info.dtype != tensor.dtype or tuple(info.shape) != tuple(tensor.info.shape):
         raise VerificationError(f"tensor {tensor.name!r} reads back as {info.dtype}{list(info.shape)}, "
