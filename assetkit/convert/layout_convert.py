@@ -14,10 +14,8 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,13 @@ from typing import Any
 from .. import catalogue
 from ..errors import AssetkitError
 from ..formats import Asset
+from ..formats.atomic import place_folder, stage_folder
 from . import transformer_layouts as transformers
 from .keymap import Mapped, Rule, SourcePart, TargetTensor, map_names
 from .layouts import clip_text_rules, controlnet_rules, open_clip_text_rules, unet_rules, vae_rules
 from .layouts.clip import diffusers_prefix
 from .layouts.midas import midas_rules
+from .targets import write_targets
 
 __all__ = ["SIDECAR", "ComponentPlan", "DiffusersPlan", "SingleFilePlan", "SourcePart", "TargetTensor",
            "component_rules", "plan_diffusers_to_single_file", "plan_single_file_to_diffusers",
@@ -369,143 +369,10 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
                          prefixes={c: p for c, (p, _) in components_spec.items()}, names=names)
 
 
-# ---- writing ---------------------------------------------------------------------------------
-#: Where a part's source tensor lives: ``name -> (asset, tensor name in that asset)``.
-Locate = Callable[[str], tuple[Asset, str]]
-
-
-def _part_chunks(part: SourcePart, locate: Locate, reader: Any) -> Iterator[memoryview]:
-    """The bytes of one source part, in chunks of a reused buffer (pread; bounded memory)."""
-    import dataclasses
-
-    from .to_safetensors import _source_start
-
-    asset, key = locate(part.source)
-    info = asset.tensors[key]
-    if part.stop <= part.start:
-        return
-    if reader.is_direct(info):
-        sub = dataclasses.replace(info, dtype="U8", shape=(part.stop - part.start,), storage_offset=0, stride=None,
-                                  data_offset=_source_start(info) + part.start, storage_nbytes=None)
-        yield from reader.copy_chunks(sub)
-    else:  # strided or big-endian: this one tensor is materialised
-        yield memoryview(asset.tensor_bytes(key)).cast("B")[part.start:part.stop]
-
-
-def _target_chunks(target: TargetTensor, locate: Locate, reader: Any, dtype: str) -> Iterator[memoryview]:
-    """The target tensor's bytes in ``dtype``, chunk by chunk."""
-    from .dtype_cast import cast_bytes
-
-    if target.transform == "transpose":
-        import numpy as np
-
-        from ..formats.dtypes import DTYPES
-
-        raw = b"".join(bytes(c) for c in _part_chunks(target.parts[0], locate, reader))
-        item = DTYPES[target.dtype].itemsize
-        arr = np.frombuffer(raw, dtype=np.dtype(f"V{item}")).reshape(target.shape[1], target.shape[0])
-        chunks: Iterable[memoryview] = [memoryview(np.ascontiguousarray(arr.T).tobytes())]
-    else:
-        chunks = (c for p in target.parts for c in _part_chunks(p, locate, reader))
-    for chunk in chunks:
-        yield chunk if dtype == target.dtype else cast_bytes(chunk, target.dtype, dtype)
-
-
-def _target_ranges(target: TargetTensor, locate: Locate, reader: Any, dtype: str) -> list[Any] | None:
-    """The target's bytes as file ranges of its sources, when they are copied unchanged (same
-    dtype, no transpose, contiguous little-endian sources); None when they must be computed."""
-    from ..formats.ranges import FileRange
-    from .to_safetensors import _source_start
-
-    if dtype != target.dtype or target.transform:
-        return None
-    ranges = []
-    for part in target.parts:
-        asset, key = locate(part.source)
-        info = asset.tensors[key]
-        if info.file is None or not reader.is_direct(info):
-            return None
-        start = _source_start(info) + part.start
-        if info.storage_nbytes is not None and start + part.stop - part.start > info.data_offset + info.storage_nbytes:
-            return None  # the chunked path reports it
-        ranges.append(FileRange(str(info.file), start, part.stop - part.start))
-    return ranges
-
-
-def _write_tensors(dest: Path, targets: Iterable[TargetTensor], locate: Locate, dtype: str | None,
-                   metadata: Mapping[str, str] | None = None, *, hash_key: str | None = None,
-                   kernel_copy: bool = True, overwrite: bool = False) -> str | None:
-    """Stream ``targets`` into a safetensors file at ``dest`` (atomic): unchanged bytes are copied
-    file to file (:mod:`assetkit.formats.ranges`), cast or transposed ones computed in chunks.
-    With ``hash_key``, the metadata entry of that name becomes ``0x`` + the sha256 of the tensor
-    data, computed in the same pass and patched into the header before the file is committed.
-    Returns that digest."""
-    from ..formats.ranges import OutputHasher, write_pieces
-    from ..formats.safetensors import SafetensorsWriter, TensorSpec
-    from .dtype_cast import output_dtype
-    from .to_safetensors import _Source
-
-    targets = list(targets)
-    out_dtypes = [output_dtype(t.dtype, dtype) for t in targets]
-    specs = [TensorSpec(t.name, d, t.shape) for t, d in zip(targets, out_dtypes, strict=True)]
-    meta = dict(metadata or {})
-    if hash_key:
-        meta[hash_key] = "0x" + "0" * 64  # placeholder of the final length
-    reader = _Source()
-    pieces: list[Any] = []
-    for target, out in zip(targets, out_dtypes, strict=True):
-        ranges = _target_ranges(target, locate, reader, out)
-        if ranges is None:
-            pieces.append(_target_chunks(target, locate, reader, out))
-        else:
-            pieces.extend(ranges)
-    hasher: OutputHasher | None = None
-    digest: str | None = None
-    try:
-        with SafetensorsWriter(dest, specs, meta or None, overwrite=overwrite) as writer:
-            if hash_key:
-                assert writer.temp_path is not None
-                hasher = OutputHasher(writer.temp_path)
-            write_pieces(writer, pieces, hasher, kernel_copy=kernel_copy)
-            if hasher is not None and hash_key:
-                digest = hasher.hexdigest()
-                meta[hash_key] = "0x" + digest
-                writer.replace_metadata(meta)
-    finally:
-        if hasher is not None:
-            hasher.close()
-        reader.close()
-    return digest
-
-
+# ---- writing (the tensor bytes: convert.targets) ---------------------------------------------
 def _weight_name(library: str, variant: str | None) -> str:
     base = _WEIGHTS.get(library, "diffusion_pytorch_model")
     return f"{base}.{variant}.safetensors" if variant else f"{base}.safetensors"
-
-
-def _staging(out_dir: Path, overwrite: bool) -> Path:
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        from ..errors import OutputExistsError
-
-        raise OutputExistsError("exists; pass --overwrite to replace it", where=str(out_dir))
-    if not out_dir.parent.is_dir():
-        raise AssetkitError("output folder does not exist", where=str(out_dir.parent))
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0o700: the output folder gets the usual mode
-    return staging
-
-
-def _place(staging: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-        os.replace(out_dir, old / "x")
-        os.replace(staging, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out_dir)
 
 
 def _write_small(path: Path, data: bytes) -> None:
@@ -534,7 +401,7 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
     if overwrite and out_dir.exists() and out_dir.resolve() in Path(asset.path).resolve().parents:
         raise AssetkitError("the source lies inside the output folder, which --overwrite would replace: "
                             "choose another OUTPUT", where=str(asset.path))
-    staging = _staging(out_dir, overwrite)
+    staging = stage_folder(out_dir, overwrite)
     try:
         summary: dict[str, Any] = {"components": {}, "extras": list(plan.extras) if components is None else [],
                                    "extras_dropped": bool(drop_extras), "family": plan.family,
@@ -558,7 +425,7 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
                     cfg["torch_dtype"] = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(dtype, cfg.get("torch_dtype"))
                 _write_small(folder / "config.json", catalogue.json_bytes(cfg))
             if comp.tensors:
-                _write_tensors(folder / _weight_name(comp.library, variant), comp.tensors, lambda n: (asset, n), dtype)
+                write_targets(folder / _weight_name(comp.library, variant), comp.tensors, lambda n: (asset, n), dtype)
             summary["components"][name] = len(comp.tensors)
         if not single_component and plan.model_index:
             index = dict(plan.model_index)
@@ -575,8 +442,8 @@ def write_diffusers_folder(plan: DiffusersPlan, asset: Asset, out_dir: Path, *, 
                     "assetkit.plain_metadata": json.dumps(plan.plain_metadata, default=str)}
             extras = [TargetTensor(n, asset.tensors[n].dtype, asset.tensors[n].shape,
                                    (SourcePart(n, 0, asset.tensors[n].nbytes),)) for n in plan.extras]
-            _write_tensors(staging / SIDECAR, extras, lambda n: (asset, n), None, meta)
-        _place(staging, out_dir)
+            write_targets(staging / SIDECAR, extras, lambda n: (asset, n), None, meta)
+        place_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -754,7 +621,7 @@ def write_single_file(plan: SingleFilePlan, asset: Asset, dest: Path, *, dtype: 
     for key, value in _modelspec(plan, asset, "0" * 64).items():  # the source's own ModelSpec entries win
         meta.setdefault(key, value)
     try:
-        digest = _write_tensors(Path(dest), plan.tensors, locate, dtype, meta, hash_key="modelspec.hash_sha256",
+        digest = write_targets(Path(dest), plan.tensors, locate, dtype, meta, hash_key="modelspec.hash_sha256",
                                 overwrite=overwrite)
     finally:
         if side is not None:
@@ -946,7 +813,7 @@ def convert_layout(source: Path, output: Path, *, to: str, family: str | None = 
                 return asset, name
 
             metadata = {k: v for k, v in asset.metadata.items() if isinstance(v, str)}
-            _write_tensors(Path(output), splan.tensors, locate, dtype,
+            write_targets(Path(output), splan.tensors, locate, dtype,
                            metadata if asset.format == "safetensors" else None, overwrite=overwrite)
             for other in others:
                 other.close()

@@ -4,7 +4,9 @@ Every file assetkit writes goes through here (DESIGN.md, "Nothing lost"): a fail
 interrupted command leaves the old state intact and no half-written file behind.
 
 :class:`AtomicFile` is the object form (``commit()`` / ``discard()``), used by writers that
-outlive a single ``with`` block; :func:`atomic_write` is the context-manager form.
+outlive a single ``with`` block; :func:`atomic_write` is the context-manager form. Output
+folders are built in :func:`stage_folder` beside their destination and renamed into place by
+:func:`place_folder` once complete.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import errno
 import os
 import re
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -193,3 +197,33 @@ def atomic_write(dest: str | os.PathLike[str], overwrite: bool = False,
         output.discard()
         raise
     output.commit()
+
+
+def stage_folder(dest: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """A new, empty folder beside ``dest`` to build an output folder in, with the mode a plain
+    ``mkdir`` would give (not ``mkdtemp``'s 0700). Refuses an existing ``dest`` unless
+    ``overwrite``, and a missing parent folder."""
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise OutputExistsError("exists; pass --overwrite to replace it", where=str(dest))
+    if not dest.parent.is_dir():
+        raise AssetkitError("output folder does not exist", where=str(dest.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    return staging
+
+
+def place_folder(staging: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Rename the complete ``staging`` folder to ``dest``. An existing ``dest`` is first moved
+    aside (one rename), then removed, so that ``dest`` always names a whole folder."""
+    staging, dest = Path(staging), Path(dest)
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+        os.replace(dest, old / "x")
+        os.replace(staging, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, dest)
+    _fsync_folder(dest.parent)

@@ -317,23 +317,10 @@ def _plan_split(asset: Any, family: str | None, config_dir: Path | None = None) 
 
 
 def _target_chunks(asset: Any, target: Any) -> Callable[[], Iterable[Any]]:
-    def chunks() -> Iterable[Any]:
-        if target.transform == "transpose":
-            import numpy as np
+    """The bytes of one split target (:mod:`assetkit.convert.targets`), read from ``asset`` in place."""
+    from ..convert.targets import part_in_memory, target_chunks
 
-            (part,) = target.parts
-            raw = memoryview(asset.tensor_bytes(part.source)).cast("B")[part.start:part.stop]
-            rows, cols = target.shape
-            from ..formats.dtypes import DTYPES
-
-            item = DTYPES[target.dtype].itemsize
-            matrix = np.frombuffer(raw, dtype=np.dtype((np.void, item))).reshape(cols, rows)
-            yield np.ascontiguousarray(matrix.T).tobytes()
-            return
-        for part in target.parts:
-            yield memoryview(asset.tensor_bytes(part.source)).cast("B")[part.start:part.stop]
-
-    return chunks
+    return lambda: target_chunks(target, part_in_memory(asset))
 
 
 def _store_split(reg: Registry, asset: Any, p: Path, planned: _Planned, split: Any, hashes: FileHashes,
