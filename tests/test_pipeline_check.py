@@ -225,6 +225,32 @@ def test_safety_checker_black_image_is_told_from_a_nan_image(tiny_assets, tmp_pa
     assert shown.std() > 1.0  # the unfiltered, finite image, not the checker's black one
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("base", "force_upcast", "severity"), [
+    ("sd1", True, "error"),     # StableDiffusionPipeline never reads force_upcast: it would ship NaN images
+    ("sdxl", True, "warning"),  # the SDXL pipeline decodes in fp32 itself when force_upcast is set
+    ("sdxl", False, "error"),   # ... and in fp16 when it is not, as with the released SDXL VAE marked fixed
+])
+def test_a_vae_that_overflows_in_fp16_is_decoded_again_in_fp32(tiny_assets, tmp_path: Path, base, force_upcast,
+                                                                 severity) -> None:  # noqa: F811
+    """fp16 on the CPU: the VAE gives NaN, the fp32 decode a finite image, and whether that fails
+    the gate depends on whether the deployed pipeline would upcast it."""
+    from assetkit.factory.pipeline_assets import copy_with_fp16_overflow
+
+    copy_with_fp16_overflow(tiny_assets[base], tmp_path / "overflowing", force_upcast=force_upcast)
+    spec = write_spec(tmp_path, "base: overflowing\ndtype: fp16\nsmoke: {steps: 1}\n")
+    result = run_check(spec, device="cpu", report_dir=tmp_path / "report")
+    smoke = result.suites["smoke"]
+    upcast = [f for f in smoke if f.code == "vae-needs-upcast"]
+    assert [f.severity for f in upcast] == [severity], [(f.code, f.message) for f in smoke]
+    assert result.ok is (severity == "warning")
+    assert not {"smoke-nan-image", "smoke-nan-latents"} & {f.code for f in smoke}
+    from PIL import Image
+
+    shown = np.asarray(Image.open(tmp_path / "report" / "images" / "output.png"), dtype=np.float32)
+    assert np.isfinite(shown).all() and shown.std() > 1.0  # the fp32 decode, not a NaN image
+
+
 def test_scheduler_override_with_an_unknown_key_fails_the_gate(tiny_assets, tmp_path: Path) -> None:  # noqa: F811
     spec = write_spec(tmp_path, f"base: {tiny_assets['sd1']}\nscheduler: {{class: EulerDiscreteScheduler, "
                                 "bogus_key: 3}\nsmoke: {steps: 1}\n")

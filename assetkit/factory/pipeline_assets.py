@@ -1,6 +1,6 @@
 """Tiny adapters that fit (or deliberately do not fit) the tiny diffusers pipelines of
 :mod:`.diffusers_models`: LoRAs in peft or kohya naming, ControlNets, VAEs with a chosen scaling
-factor, and a copy of a pipeline with a few NaN weights. For the pipeline tests and ``assetkit demo``.
+factor, a copy of a pipeline with a few NaN weights and one whose VAE overflows in fp16. For the pipeline tests and ``assetkit demo``.
 
 Shapes are read from the base's weights with the ``safetensors`` library (not assetkit's reader);
 torch and diffusers are imported inside the functions only.
@@ -123,6 +123,31 @@ def copy_with_nan(base: str | Path, dest: str | Path, *, component: str = "unet"
             save_file(tensors, str(file), metadata={"format": "pt"})
             return dest
     raise ValueError(f"{base}/{component}: no tensor ending in {tensor_suffix}")
+
+
+def copy_with_fp16_overflow(base: str | Path, dest: str | Path, *, force_upcast: bool | None = None,
+                            gain: float = 3e4) -> Path:
+    """A copy of pipeline folder ``base`` whose VAE decoder overflows in fp16 but not in fp32, as
+    the released SDXL VAE does: ``decoder.conv_in.weight`` is multiplied by ``gain``, so the
+    activations it feeds the residual stream pass fp16's 65504 (inf, then NaN in the next group
+    norm) while fp32 normalises them back at ``conv_norm_out``. ``force_upcast`` sets that entry
+    of ``vae/config.json`` (None: left as it is)."""
+    from safetensors.numpy import load_file, save_file
+
+    base, dest = Path(base), Path(dest)
+    shutil.copytree(base, dest)
+    for file in sorted((dest / "vae").glob("*.safetensors")):
+        tensors = load_file(str(file))
+        if "decoder.conv_in.weight" in tensors:
+            tensors["decoder.conv_in.weight"] = tensors["decoder.conv_in.weight"] * np.float32(gain)
+            save_file(tensors, str(file), metadata={"format": "pt"})
+            break
+    else:
+        raise ValueError(f"{base}/vae: no decoder.conv_in.weight")
+    if force_upcast is not None:
+        config = dest / "vae" / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), "force_upcast": force_upcast}, indent=2))
+    return dest
 
 
 def add_tiny_safety_checker(folder: str | Path, *, flag_everything: bool = False, seed: int = 0) -> Path:

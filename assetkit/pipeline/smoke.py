@@ -3,7 +3,8 @@
 Checks: latents finite at every step (the first step and module that produced a NaN), image finite,
 not constant and not black; the pipeline's safety checker (when it has one) does not flag the image
 (the deployed pipeline would return black; told apart from a NaN image); an fp16 VAE that gave NaN
-is decoded again in fp32 ("VAE needs upcast"); the same seed gives the same image; every LoRA
+is decoded again in fp32 ("VAE needs upcast": a warning when the pipeline upcasts it itself, an
+error when the deployed pipeline would return NaN images); the same seed gives the same image; every LoRA
 changes the output and scale 0 gives the base image; every ControlNet changes the output; the IP-
 Adapter changes the output and scale 0 gives the base image; an init, mask or IP-Adapter image that
 cannot be read is ``smoke-input``. Per-phase timings and peak memory
@@ -201,6 +202,38 @@ def _peak_memory(device: str) -> dict[str, Any]:
     return out
 
 
+def _pipeline_upcasts_vae(pipe: Any) -> bool:
+    """Whether ``pipe`` decodes an fp16 VAE in fp32 by itself: its ``__call__`` reads the VAE's
+    ``force_upcast`` (diffusers' SDXL pipelines do, the SD 1.x/2.x ones do not) and the VAE's
+    config sets it."""
+    import inspect
+
+    if not getattr(pipe.vae.config, "force_upcast", False):
+        return False
+    try:
+        return "force_upcast" in inspect.getsource(type(pipe).__call__)
+    except (OSError, TypeError):  # no source: the SDXL pipelines are the ones with upcast_vae
+        return hasattr(pipe, "upcast_vae")
+
+
+def _vae_needs_upcast(pipe: Any, dtype: str) -> Finding:
+    """The finding for a VAE that decodes NaN in ``dtype`` and a finite image in fp32: a warning
+    when the pipeline upcasts it itself, an error when the deployed pipeline would return NaN
+    (black) images."""
+    name = type(pipe).__name__
+    first = f"the {dtype} VAE decoded NaN and decoding again in fp32 gave a finite image"
+    if _pipeline_upcasts_vae(pipe):
+        return Finding("vae-needs-upcast", "warning",
+                       f"{first}; {name} upcasts it itself (force_upcast in vae/config.json), so its images are "
+                       "finite but decoded in fp32 (slower, more memory); an fp16-fixed VAE decodes in fp16", "vae")
+    why = "does not read force_upcast" if getattr(pipe.vae.config, "force_upcast", False) else \
+        "force_upcast is not set in vae/config.json"
+    return Finding("vae-needs-upcast", "error",
+                   f"{first}; {name} decodes in {dtype} ({why}), so the deployed pipeline would return NaN (black) "
+                   "images: run the VAE in fp32, set force_upcast (the SDXL pipelines honour it) or use an "
+                   "fp16-fixed VAE", "vae")
+
+
 def smoke(assembled: Any, spec: Any) -> SmokeResult:
     """Run the smoke checks on an assembled pipeline (see the module docstring)."""
     import numpy as np
@@ -244,9 +277,7 @@ def smoke(assembled: Any, spec: Any) -> SmokeResult:
         if assembled.dtype != "fp32":
             retry = run.decode(latents, dtype=torch.float32)
             if _finite(retry):
-                result.findings.append(Finding("vae-needs-upcast", "warning",
-                                               f"the {assembled.dtype} VAE decoded NaN; decoding again in fp32 gave a "
-                                               "finite image: the VAE needs upcasting (force_upcast)", "vae"))
+                result.findings.append(_vae_needs_upcast(assembled.pipe, assembled.dtype))
                 image = retry
             else:
                 result.findings.append(Finding("smoke-nan-image", "error", "the VAE decodes NaN, in fp32 too", "vae"))
