@@ -231,8 +231,8 @@ def test_safety_checker_black_image_is_told_from_a_nan_image(tiny_assets, tmp_pa
     ("sdxl", True, "warning"),  # the SDXL pipeline decodes in fp32 itself when force_upcast is set
     ("sdxl", False, "error"),   # ... and in fp16 when it is not, as with the released SDXL VAE marked fixed
 ])
-def test_a_vae_that_overflows_in_fp16_is_decoded_again_in_fp32(tiny_assets, tmp_path: Path, base, force_upcast,
-                                                                 severity) -> None:  # noqa: F811
+def test_a_vae_that_overflows_in_fp16_is_decoded_again_in_fp32(tiny_assets, tmp_path: Path, base,  # noqa: F811
+                                                                 force_upcast, severity) -> None:
     """fp16 on the CPU: the VAE gives NaN, the fp32 decode a finite image, and whether that fails
     the gate depends on whether the deployed pipeline would upcast it."""
     from assetkit.factory.pipeline_assets import copy_with_fp16_overflow
