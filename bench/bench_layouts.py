@@ -60,7 +60,7 @@ DIFFUSERS_ROUTE = (
 )
 BUILD = (
     "import sys, json, numpy as np\n"
-    "from assetkit.formats.safetensors import SafetensorsWriter, TensorSpec\n"
+    "from assetkit.formats.safetensors_writer import SafetensorsWriter, TensorSpec\n"
     "keys = json.load(open(sys.argv[2]))['keys']\n"
     "dt = lambda d: 'F16' if d in ('F32', 'F16', 'BF16') else d\n"
     "specs = [TensorSpec(n, dt(i['dtype']), tuple(i['shape'])) for n, i in keys.items()]\n"

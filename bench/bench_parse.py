@@ -45,7 +45,8 @@ def main() -> None:
     from safetensors import safe_open
 
     from assetkit.formats.pickle_vm import run_pickle
-    from assetkit.formats.safetensors import SafetensorsWriter, TensorSpec, read_safetensors
+    from assetkit.formats.safetensors import read_safetensors
+    from assetkit.formats.safetensors_writer import SafetensorsWriter, TensorSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         specs = [TensorSpec(f"model.diffusion_model.blocks.{i}.attn.to_q.weight", "F16", (8, 4)) for i in range(2500)]

@@ -47,7 +47,7 @@ def random_safetensors(path: Path, layout: str, dtype: str = "F16", seed: int = 
         return path
     import numpy as np
 
-    from assetkit.formats.safetensors import SafetensorsWriter, TensorSpec
+    from assetkit.formats.safetensors_writer import SafetensorsWriter, TensorSpec
 
     keys = load_layout(layout)
     specs = [TensorSpec(name, info["dtype"] if info["dtype"] not in ("F32", "F16", "BF16") else dtype,

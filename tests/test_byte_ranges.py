@@ -11,7 +11,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from assetkit.formats.ranges import FileRange, OutputHasher, RangeCopier, merge_ranges, write_pieces
-from assetkit.formats.safetensors import SafetensorsWriter, TensorSpec, read_safetensors
+from assetkit.formats.safetensors import read_safetensors
+from assetkit.formats.safetensors_writer import SafetensorsWriter, TensorSpec
 
 
 def _source(tmp_path):

@@ -21,12 +21,8 @@ from hypothesis import strategies as st
 
 from assetkit.errors import FormatError
 from assetkit.formats.dtypes import DTYPES
-from assetkit.formats.safetensors import (
-    TensorSpec,
-    check_safetensors,
-    plan_header,
-    read_safetensors,
-)
+from assetkit.formats.safetensors import check_safetensors, read_safetensors
+from assetkit.formats.safetensors_writer import TensorSpec, plan_header
 
 FUZZ = settings(max_examples=300, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
 

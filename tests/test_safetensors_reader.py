@@ -15,13 +15,8 @@ from safetensors.numpy import load_file, save_file
 from assetkit.errors import AssetkitError, FormatError
 from assetkit.formats import open_asset
 from assetkit.formats.base import TensorInfo
-from assetkit.formats.safetensors import (
-    SafetensorsWriter,
-    TensorSpec,
-    check_safetensors,
-    plan_header,
-    read_safetensors,
-)
+from assetkit.formats.safetensors import check_safetensors, read_safetensors
+from assetkit.formats.safetensors_writer import SafetensorsWriter, TensorSpec, plan_header
 
 # Every dtype the numpy side of the library writes, with its safetensors id.
 NUMPY_DTYPES = {

@@ -16,14 +16,8 @@ from safetensors.numpy import load_file
 
 from assetkit.errors import AssetkitError, OutputExistsError
 from assetkit.formats.atomic import atomic_write
-from assetkit.formats.safetensors import (
-    SafetensorsWriter,
-    SpecError,
-    TensorSpec,
-    check_safetensors,
-    plan_header,
-    read_safetensors,
-)
+from assetkit.formats.safetensors import check_safetensors, read_safetensors
+from assetkit.formats.safetensors_writer import SafetensorsWriter, SpecError, TensorSpec, plan_header
 
 NP_IDS = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int64): "I64",
           np.dtype(np.uint8): "U8", np.dtype(np.bool_): "BOOL", np.dtype(np.float64): "F64",

@@ -77,7 +77,8 @@ def hygiene_edit(src: str | os.PathLike[str], *, prune: bool = False, keep_ema: 
     """
     from ..check import hygiene_report
     from ..formats.base import Asset
-    from ..formats.safetensors import SafetensorsWriter, TensorSpec, read_safetensors
+    from ..formats.safetensors import read_safetensors
+    from ..formats.safetensors_writer import SafetensorsWriter, TensorSpec
 
     if keep_ema and not prune:
         raise AssetkitError("--keep-ema goes with --prune")

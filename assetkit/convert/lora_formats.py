@@ -593,7 +593,7 @@ def convert_lora(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to
     written atomically and re-read: every tensor's bytes must equal the source's.
     """
     from ..formats.atomic import check_destination
-    from ..formats.safetensors import SafetensorsWriter, TensorSpec
+    from ..formats.safetensors_writer import SafetensorsWriter, TensorSpec
     from .to_safetensors import open_source
 
     started = time.perf_counter()

@@ -106,7 +106,7 @@ def write_targets(dest: Path, targets: Iterable[TargetTensor], locate: Locate, d
     data, computed in the same pass and patched into the header before the file is committed.
     Returns that digest."""
     from ..formats.ranges import OutputHasher, write_pieces
-    from ..formats.safetensors import SafetensorsWriter, TensorSpec
+    from ..formats.safetensors_writer import SafetensorsWriter, TensorSpec
     from .dtype_cast import output_dtype
 
     targets = list(targets)

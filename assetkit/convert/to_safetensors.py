@@ -147,7 +147,7 @@ class ConversionPlan:
         return sum(t.nbytes for t in self.tensors)
 
     def specs(self) -> list:
-        from ..formats.safetensors import TensorSpec
+        from ..formats.safetensors_writer import TensorSpec
 
         return [TensorSpec(t.name, t.dtype, tuple(t.info.shape)) for t in self.tensors]
 
@@ -460,7 +460,7 @@ def _convert(src: Path, dst: Path, options: ConvertOptions, *, progress: Progres
              edit: Callable[[dict[str, TensorInfo]], dict[str, TensorInfo]] | None = None) -> ConvertReport:
     """:func:`convert_file` with its options object: open and scan, plan, stream, verify."""
     from ..formats.atomic import check_destination
-    from ..formats.safetensors import SafetensorsWriter
+    from ..formats.safetensors_writer import SafetensorsWriter
 
     started = time.perf_counter()
     report = ConvertReport(src=src, dst=dst, source_format="?")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AssetkitError, FormatError
 
 if TYPE_CHECKING:
-    from .safetensors import SafetensorsWriter
+    from .safetensors_writer import SafetensorsWriter
 
 __all__ = ["COPY_BYTES", "FileRange", "OutputHasher", "RangeCopier", "merge_ranges", "write_pieces"]
 

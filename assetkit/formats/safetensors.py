@@ -1,4 +1,5 @@
-"""The safetensors format: a strict header reader, a problem collector and a streaming writer.
+"""The safetensors format: a strict header reader and a problem collector (the streaming writer is
+:mod:`assetkit.formats.safetensors_writer`, which shares the name and string rules defined here).
 
 File layout: an 8-byte little-endian header length ``N``, ``N`` bytes of UTF-8 JSON (an object
 mapping tensor names to ``{"dtype", "shape", "data_offsets"}`` plus an optional
@@ -16,35 +17,24 @@ whitespace, silently keeps the last of duplicate JSON keys and ignores unknown e
 from __future__ import annotations
 
 import json
-import operator
 import os
 import struct
-from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from math import prod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import AssetkitError, FormatError
 from ..findings import Finding, truncated
-from .atomic import AtomicFile, check_destination
 from .base import Asset, TensorInfo
 from .dtypes import DTYPES
 from .sniff import HEADER_CAP  # the one definition, shared with sniffing
 
-if TYPE_CHECKING:
-    from .ranges import FileRange, RangeCopier
-
 __all__ = [
     "HEADER_CAP",
-    "SafetensorsWriter",
-    "SpecError",
-    "TensorSpec",
+    "METADATA_KEY",
     "check_safetensors",
     "name_problem",
-    "plan_header",
     "read_safetensors",
 ]
 
@@ -116,7 +106,7 @@ def _show(value: Any, limit: int = 60) -> str:
     return truncated(text, limit)
 
 
-def _name(name: str) -> str:
+def quote_name(name: str) -> str:
     """A tensor name quoted for a message (escapes control characters, shortens absurd names)."""
     return _show(name, 120)
 
@@ -133,13 +123,13 @@ def name_problem(name: str) -> str | None:
         for char in name:
             code = ord(char)
             if code < 0x20 or 0x7F <= code < 0xA0:
-                return f"tensor name {_name(name)} contains control character U+{code:04X}"
+                return f"tensor name {quote_name(name)} contains control character U+{code:04X}"
             if 0xD800 <= code < 0xE000:
-                return f"tensor name {_name(name)} contains a lone surrogate U+{code:04X} (not valid Unicode)"
+                return f"tensor name {quote_name(name)} contains a lone surrogate U+{code:04X} (not valid Unicode)"
     return None
 
 
-def _string_problem(text: str) -> str | None:
+def string_problem(text: str) -> str | None:
     """Lone surrogates (JSON ``\\ud800`` escapes) make a string unencodable as UTF-8."""
     try:
         text.encode("utf-8")
@@ -292,7 +282,7 @@ def _parse(path: Path, problems: _Problems) -> tuple[list[TensorInfo], dict[str,
         bits = bits_of(dtype) if type(dtype) is str else None
         if bits is None:
             problems.add("st-dtype",
-                         f"tensor {_name(name)}: unknown dtype {_show(dtype)} (expected one of {_KNOWN_DTYPES})",
+                         f"tensor {quote_name(name)}: unknown dtype {_show(dtype)} (expected one of {_KNOWN_DTYPES})",
                          name)
         shape_ok = type(shape) is list and all(type(dim) is int and dim >= 0 for dim in shape)
         if not shape_ok:
@@ -330,20 +320,20 @@ def _check_duplicates(header: dict, metadata: Any, duplicates: list[tuple[dict, 
                 problems.add("st-duplicate-name", f"__metadata__ appears {n} times in the header")
             elif obj is header:
                 problems.add("st-duplicate-name",
-                             f"duplicate tensor name {_name(key)}: the header defines it {n} times "
+                             f"duplicate tensor name {quote_name(key)}: the header defines it {n} times "
                              f"(other readers silently keep the last)", key)
             elif obj is metadata:
                 problems.add("st-duplicate-metadata-key",
-                             f"duplicate __metadata__ key {_name(key)}: defined {n} times")
+                             f"duplicate __metadata__ key {quote_name(key)}: defined {n} times")
             else:
                 if owners is None:
                     owners = {id(entry): name for name, entry in header.items()}
                 owner = owners.get(id(obj))
                 if owner is not None:
                     problems.add("st-duplicate-field",
-                                 f"tensor {_name(owner)}: duplicate field {_name(key)} ({n} times)", owner)
+                                 f"tensor {quote_name(owner)}: duplicate field {quote_name(key)} ({n} times)", owner)
                 else:
-                    problems.add("st-duplicate-key", f"duplicate JSON key {_name(key)} in a nested object")
+                    problems.add("st-duplicate-key", f"duplicate JSON key {quote_name(key)} in a nested object")
 
 
 def _check_metadata(value: Any, present: bool, problems: _Problems) -> dict[str, str]:
@@ -361,12 +351,12 @@ def _check_metadata(value: Any, present: bool, problems: _Problems) -> dict[str,
     for key, item in value.items():
         if type(item) is not str:
             problems.add("st-metadata",
-                         f"__metadata__[{_name(key)}] must be a string, got {_json_type(item)} {_show(item)}")
+                         f"__metadata__[{quote_name(key)}] must be a string, got {_json_type(item)} {_show(item)}")
             continue
         for text, what in ((key, "key"), (item, "value")):
-            problem = _string_problem(text)
+            problem = string_problem(text)
             if problem:
-                problems.add("st-metadata", f"__metadata__ {what} {_name(text)} {problem}")
+                problems.add("st-metadata", f"__metadata__ {what} {quote_name(text)} {problem}")
     return value
 
 
@@ -377,7 +367,7 @@ def _check_entry_fields(name: str, entry: Any, problems: _Problems) -> bool:
         hint = " (only '__metadata__' may hold metadata)"
     if type(entry) is not dict:
         problems.add("st-entry",
-                     f"tensor {_name(name)}: entry must be an object with dtype, shape and data_offsets, "
+                     f"tensor {quote_name(name)}: entry must be an object with dtype, shape and data_offsets, "
                      f"got {_json_type(entry)}{hint}", name)
         return False
     missing = [key for key in _ENTRY_FIELDS if key not in entry]
@@ -386,9 +376,9 @@ def _check_entry_fields(name: str, entry: Any, problems: _Problems) -> bool:
     if missing:
         parts.append("missing " + ", ".join(missing))
     if extra:
-        parts.append("unexpected " + ", ".join(_name(key) for key in extra))
+        parts.append("unexpected " + ", ".join(quote_name(key) for key in extra))
     problems.add("st-entry",
-                 f"tensor {_name(name)}: entry must have exactly dtype, shape and data_offsets: "
+                 f"tensor {quote_name(name)}: entry must have exactly dtype, shape and data_offsets: "
                  f"{'; '.join(parts)}{hint}", name)
     return not missing
 
@@ -396,18 +386,18 @@ def _check_entry_fields(name: str, entry: Any, problems: _Problems) -> bool:
 def _report_shape(name: str, shape: Any, problems: _Problems) -> None:
     if type(shape) is not list:
         problems.add("st-shape",
-                     f"tensor {_name(name)}: shape must be an array of non-negative integers, "
+                     f"tensor {quote_name(name)}: shape must be an array of non-negative integers, "
                      f"got {_json_type(shape)} {_show(shape)}", name)
         return
     for index, dim in enumerate(shape):
         if type(dim) is not int:
             problems.add("st-shape",
-                         f"tensor {_name(name)}: shape {_show(shape)} has {_json_type(dim)} {_show(dim)} at "
+                         f"tensor {quote_name(name)}: shape {_show(shape)} has {_json_type(dim)} {_show(dim)} at "
                          f"position {index}, expected a non-negative integer", name)
             return
         if dim < 0:
             problems.add("st-shape",
-                         f"tensor {_name(name)}: shape {_show(shape)} has negative dimension {dim} at "
+                         f"tensor {quote_name(name)}: shape {_show(shape)} has negative dimension {dim} at "
                          f"position {index}", name)
             return
 
@@ -417,27 +407,27 @@ def _report_size(name: str, dtype: str, bits: int, shape: list[int], numel: int 
     begin, end = offsets
     if numel is None:
         problems.add("st-numel-overflow",
-                     f"tensor {_name(name)}: shape {_show(shape)} of {dtype} needs more bytes than the whole "
+                     f"tensor {quote_name(name)}: shape {_show(shape)} of {dtype} needs more bytes than the whole "
                      f"data section holds ({data_size:,} bytes)", name)
         return
     if numel * bits >= _U64_BITS:
         problems.add("st-numel-overflow",
-                     f"tensor {_name(name)}: shape {_show(shape)} of {dtype} overflows: its byte size does not "
+                     f"tensor {quote_name(name)}: shape {_show(shape)} of {dtype} overflows: its byte size does not "
                      f"fit in 64 bits (data_offsets [{begin}, {end}])", name)
         return
     nbits = numel * bits
     if nbits % 8:
         problems.add("st-subbyte",
-                     f"tensor {_name(name)}: {numel} elements of {dtype} ({bits} bits each) make {nbits} bits, "
+                     f"tensor {quote_name(name)}: {numel} elements of {dtype} ({bits} bits each) make {nbits} bits, "
                      f"not a whole number of bytes", name)
         return
     problems.add("st-size-mismatch",
-                 f"tensor {_name(name)}: {dtype} shape {_show(shape)} needs {nbits // 8:,} bytes ({numel:,} "
+                 f"tensor {quote_name(name)}: {dtype} shape {_show(shape)} needs {nbits // 8:,} bytes ({numel:,} "
                  f"elements x {bits} bits) but data_offsets [{begin}, {end}] span {end - begin:,} bytes", name)
 
 
 def _report_offsets(name: str, offsets: Any, problems: _Problems) -> None:
-    prefix = f"tensor {_name(name)}: data_offsets"
+    prefix = f"tensor {quote_name(name)}: data_offsets"
     if type(offsets) is not list:
         problems.add("st-offsets", f"{prefix} must be [begin, end], got {_json_type(offsets)} {_show(offsets)}", name)
     elif len(offsets) != 2:
@@ -460,15 +450,15 @@ def _check_layout(layout: list[tuple[int, int, str, str, tuple[int, ...]]], comp
         if begin > covered:
             if complete and last is None:
                 problems.add("st-offsets-start",
-                             f"tensor {_name(name)} starts at data offset {begin:,}, but the data must start "
+                             f"tensor {quote_name(name)} starts at data offset {begin:,}, but the data must start "
                              f"at 0: bytes [0, {begin:,}) belong to no tensor", name)
             elif complete and last is not None:
                 problems.add("st-offsets-gap",
-                             f"gap: data bytes [{covered:,}, {begin:,}) between tensor {_name(last[2])} and "
-                             f"tensor {_name(name)} belong to no tensor", name)
+                             f"gap: data bytes [{covered:,}, {begin:,}) between tensor {quote_name(last[2])} and "
+                             f"tensor {quote_name(name)} belong to no tensor", name)
         elif begin < covered and last is not None:
             problems.add("st-offsets-overlap",
-                         f"tensor {_name(name)} at [{begin:,}, {end:,}) overlaps tensor {_name(last[2])} at "
+                         f"tensor {quote_name(name)} at [{begin:,}, {end:,}) overlaps tensor {quote_name(last[2])} at "
                          f"[{last[0]:,}, {last[1]:,})", name)
         if end >= covered:
             covered = end
@@ -476,7 +466,7 @@ def _check_layout(layout: list[tuple[int, int, str, str, tuple[int, ...]]], comp
     if covered > data_size:
         assert last is not None
         problems.add("st-data-short",
-                     f"data section is short: tensor {_name(last[2])} ends at data offset {covered:,} but the "
+                     f"data section is short: tensor {quote_name(last[2])} ends at data offset {covered:,} but the "
                      f"file holds only {data_size:,} data bytes (truncated?)", last[2])
     elif complete and covered < data_size:
         if last is None:
@@ -520,309 +510,3 @@ def check_safetensors(path: str | os.PathLike[str]) -> list[Finding]:
     problems = _Problems(str(path), strict=False)
     _parse(path, problems)
     return problems.result()
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------------------------
-class SpecError(AssetkitError, ValueError):
-    """The tensors or metadata handed to the writer cannot make a valid safetensors file."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One tensor to write: its name, safetensors dtype id and shape."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        """Store the shape as a tuple of ints (numpy ints and ``torch.Size`` are fine); anything
-        else (bools, floats, negative numbers) is kept as given and refused by :func:`plan_header`."""
-        try:
-            dims = tuple(self.shape)
-            if any(isinstance(dim, bool) for dim in dims):
-                return
-            object.__setattr__(self, "shape", tuple(operator.index(dim) for dim in dims))
-        except TypeError:
-            return
-
-    @property
-    def numel(self) -> int:
-        numel = 1
-        for dim in self.shape:
-            numel *= dim
-        return numel
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * _BITS[self.dtype] // 8
-
-
-def _validate_spec(spec: TensorSpec) -> int:
-    """Check one spec; returns its byte size."""
-    problem = name_problem(spec.name) if isinstance(spec.name, str) else "tensor name must be a string"
-    if problem:
-        raise SpecError(problem)
-    if spec.name == METADATA_KEY:
-        raise SpecError("a tensor cannot be named '__metadata__'")
-    bits = _BITS.get(spec.dtype) if isinstance(spec.dtype, str) else None
-    if bits is None:
-        raise SpecError(f"tensor {_name(spec.name)}: unknown dtype {spec.dtype!r} (expected one of {_KNOWN_DTYPES})")
-    if not isinstance(spec.shape, tuple) or not all(type(dim) is int and dim >= 0 for dim in spec.shape):
-        raise SpecError(f"tensor {_name(spec.name)}: shape {spec.shape!r} must be non-negative integers")
-    nbits = spec.numel * bits
-    if nbits % 8:
-        raise SpecError(f"tensor {_name(spec.name)}: {spec.numel} elements of {spec.dtype} do not fill whole bytes")
-    return nbits // 8
-
-
-def _plan(specs: Sequence[TensorSpec], metadata: Mapping[str, str] | None) -> tuple[bytes, list[int]]:
-    header: dict[str, Any] = {}
-    if metadata:
-        for key, value in metadata.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise SpecError(f"metadata must map strings to strings: {key!r} -> {type(value).__name__}")
-            if _string_problem(key) or _string_problem(value):
-                raise SpecError(f"metadata entry {key!r} is not valid Unicode")
-        header[METADATA_KEY] = dict(metadata)
-    sizes: list[int] = []
-    offset = 0
-    for spec in specs:
-        size = _validate_spec(spec)
-        if spec.name in header:
-            raise SpecError(f"duplicate tensor name {_name(spec.name)}")
-        header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-        sizes.append(size)
-    text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)  # 8 + len(text) is a multiple of 8: tensor data starts aligned
-    if len(text) > HEADER_CAP:
-        raise SpecError(f"header would take {len(text):,} bytes, more than the format's cap of {HEADER_CAP:,}")
-    return struct.pack("<Q", len(text)) + text, sizes
-
-
-def plan_header(specs: Iterable[TensorSpec], metadata: Mapping[str, str] | None = None) -> bytes:
-    """The length field and header for ``specs`` laid out in order, padded so data is 8-byte aligned.
-
-    Raises :class:`SpecError` (an :class:`AssetkitError` and a ``ValueError``) for unknown dtypes,
-    bad shapes, duplicate or empty names and non-string metadata.
-    """
-    return _plan(list(specs), metadata)[0]
-
-
-class SafetensorsWriter:
-    """Stream a safetensors file to ``dest``: header first, then tensor bytes in declared order.
-
-    ::
-
-        with SafetensorsWriter(dest, specs, metadata) as writer:
-            for spec in specs:
-                writer.write(data_of(spec))   # any chunking: several writes per tensor, or one for many
-
-    The file is built in a temporary file beside ``dest`` and renamed into place by
-    :meth:`commit` (called by a clean ``with`` exit) once every declared byte was written. An
-    exception inside the block, or a missing byte, leaves nothing at ``dest``. An existing
-    ``dest`` is refused in the constructor unless ``overwrite``.
-    """
-
-    def __init__(self, dest: str | os.PathLike[str], specs: Iterable[TensorSpec],
-                 metadata: Mapping[str, str] | None = None, overwrite: bool = False) -> None:
-        self.dest = Path(dest)
-        self.specs: tuple[TensorSpec, ...] = tuple(specs)
-        self.overwrite = overwrite
-        self.header, sizes = _plan(self.specs, metadata)
-        self._ends: list[int] = []
-        total = 0
-        for size in sizes:
-            total += size
-            self._ends.append(total)
-        #: Tensor data bytes the file will hold.
-        self.total_bytes = total
-        #: Tensor data bytes written so far.
-        self.bytes_written = 0
-        check_destination(self.dest, overwrite)
-        self._output: AtomicFile | None = None
-        self._state = "new"
-
-    # ---- life cycle ------------------------------------------------------------------------
-    def open(self) -> SafetensorsWriter:
-        """Create the temporary file and write the header (done by ``with``)."""
-        if self._state != "new":
-            raise AssetkitError(f"writer is already {self._state}", where=str(self.dest))
-        self._output = AtomicFile(self.dest, overwrite=self.overwrite)
-        self._state = "open"
-        try:
-            self._output.file.write(self.header)
-        except OSError as exc:
-            self.abort()
-            raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
-        return self
-
-    def __enter__(self) -> SafetensorsWriter:
-        return self.open()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc_type is not None:
-            self.abort()
-            return
-        if self._state == "open":
-            try:
-                self.commit()
-            except BaseException:
-                self.abort()
-                raise
-
-    def commit(self) -> None:
-        """Check that every tensor is complete, then fsync and rename the file into place."""
-        if self._state != "open":
-            raise AssetkitError(f"cannot commit: writer is {self._state}", where=str(self.dest))
-        if self.bytes_written != self.total_bytes:
-            index = bisect_right(self._ends, self.bytes_written)
-            spec = self.specs[index]
-            start = self._ends[index - 1] if index else 0
-            raise AssetkitError(
-                f"incomplete: tensor {_name(spec.name)} has {self.bytes_written - start:,} of its "
-                f"{self._ends[index] - start:,} bytes ({self.total_bytes - self.bytes_written:,} bytes of tensor "
-                f"data missing in all)", where=str(self.dest))
-        assert self._output is not None
-        try:
-            self._output.commit()  # removes the temporary file itself when it fails
-        except BaseException:
-            self._state = "aborted"
-            raise
-        self._state = "committed"
-
-    def abort(self) -> None:
-        """Remove the temporary file; ``dest`` keeps its old state. Safe to call repeatedly."""
-        if self._output is not None and self._state == "open":
-            self._output.discard()
-        if self._state in ("new", "open"):
-            self._state = "aborted"
-
-    # ---- before commit: re-reading and patching the temporary file ---------------------------
-    def flush(self) -> None:
-        """Push buffered bytes to the temporary file (so it can be re-read before commit)."""
-        self._require_open("flush")
-        assert self._output is not None
-        try:
-            self._output.file.flush()
-        except OSError as exc:
-            raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
-
-    @property
-    def temp_path(self) -> Path | None:
-        """The temporary file being written (None unless open); flushed on access, so a verifier
-        can re-read everything written so far before :meth:`commit` moves it to ``dest``."""
-        if self._state != "open" or self._output is None:
-            return None
-        self.flush()
-        return self._output.temp_path
-
-    def replace_metadata(self, metadata: Mapping[str, str] | None) -> None:
-        """Rewrite the header with new metadata, in place, before commit.
-
-        The new header must fit in the space of the planned one (reserve room with a placeholder
-        of the final length, e.g. a 64-character digest); shorter ones are padded with spaces,
-        so the data offsets and alignment stay unchanged.
-        """
-        self._require_open("replace metadata")
-        new_header, _ = _plan(self.specs, metadata)
-        room = len(self.header) - 8
-        text = new_header[8:].rstrip(b" ")
-        if len(text) > room:
-            raise SpecError(f"new metadata makes the header {len(text):,} bytes, more than the {room:,} bytes "
-                            f"planned: reserve the room with placeholders of the final length")
-        patched = self.header[:8] + text + b" " * (room - len(text))
-        self.flush()
-        assert self._output is not None
-        try:
-            os.pwrite(self._output.file.fileno(), patched, 0)
-        except OSError as exc:
-            raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
-        self.header = patched
-
-    def _require_open(self, action: str) -> None:
-        if self._state != "open":
-            raise AssetkitError(f"cannot {action}: writer is {self._state} (use it in a with block)",
-                                where=str(self.dest))
-
-    # ---- data ------------------------------------------------------------------------------
-    @property
-    def current_tensor(self) -> str | None:
-        """Name of the tensor the next written byte belongs to (None when all are complete)."""
-        index = bisect_right(self._ends, self.bytes_written)
-        return self.specs[index].name if index < len(self.specs) else None
-
-    def write(self, data: Any) -> int:
-        """Append tensor bytes (any bytes-like object, C-contiguous); returns the byte count.
-
-        Large buffers are passed to the OS without copying. Writing more bytes than declared
-        raises :class:`AssetkitError` and writes nothing of ``data``.
-        """
-        self._require_open("write")
-        view = data if isinstance(data, memoryview) else memoryview(data)
-        if not view.c_contiguous:
-            raise SpecError("tensor data must be a C-contiguous bytes-like object")
-        size = view.nbytes
-        if size == 0:
-            return 0
-        if view.ndim != 1 or view.itemsize != 1:
-            view = view.cast("B")
-        if self.bytes_written + size > self.total_bytes:
-            raise AssetkitError(
-                f"too many bytes: writing {size:,} more would exceed the {self.total_bytes:,} bytes declared "
-                f"for all tensors ({self.bytes_written:,} already written)", where=str(self.dest))
-        assert self._output is not None
-        try:
-            self._output.file.write(view)
-        except OSError as exc:
-            raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
-        self.bytes_written += size
-        return size
-
-    def copy_range(self, source: FileRange, copier: RangeCopier) -> tuple[int, int]:
-        """Append ``source``'s bytes, copied file to file by ``copier`` (made for this writer's
-        :meth:`output_fd`) without passing through this process. Returns the (file offset,
-        length) the bytes took in the output. Counts, and refuses overflow, like :meth:`write`."""
-        self._require_open("write")
-        size = source.length
-        if size <= 0:
-            return len(self.header) + self.bytes_written, 0
-        if self.bytes_written + size > self.total_bytes:
-            raise AssetkitError(
-                f"too many bytes: copying {size:,} more would exceed the {self.total_bytes:,} bytes declared "
-                f"for all tensors ({self.bytes_written:,} already written)", where=str(self.dest))
-        self.flush()  # buffered bytes go first: the copy lands after them
-        fd = self.output_fd()
-        start = len(self.header) + self.bytes_written
-        try:
-            copier.copy(source, start)
-            os.lseek(fd, start + size, os.SEEK_SET)  # buffered writes continue after the copy
-        except OSError as exc:
-            raise AssetkitError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
-        self.bytes_written += size
-        return start, size
-
-    def output_fd(self) -> int:
-        """The open temporary file's descriptor (for a :class:`RangeCopier`)."""
-        self._require_open("copy into")
-        assert self._output is not None
-        return self._output.file.fileno()
-
-    def write_tensor(self, name: str, data: Any) -> int:
-        """Write one whole tensor, checking that it is the next one declared and has its exact size."""
-        expected = self.current_tensor
-        index = bisect_right(self._ends, self.bytes_written)
-        start = self._ends[index - 1] if index else 0
-        if expected != name or self.bytes_written != start:
-            raise AssetkitError(f"tensor {_name(name)} written out of order: next is {_name(expected or '')}"
-                                if expected is not None else f"tensor {_name(name)}: all tensors already written",
-                                where=str(self.dest))
-        view = data if isinstance(data, memoryview) else memoryview(data)
-        need = self._ends[index] - start
-        if view.nbytes != need:
-            raise AssetkitError(f"tensor {_name(name)} needs {need:,} bytes, got {view.nbytes:,}",
-                                where=str(self.dest))
-        return self.write(view)

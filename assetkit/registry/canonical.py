@@ -2,7 +2,7 @@
 
 A canonical blob is a plain safetensors file: the tensors in diffusers names (as the source or the
 converter gives them), sorted by name, no ``__metadata__``, the header as
-:func:`assetkit.formats.safetensors.plan_header` writes it. Whatever container a VAE arrived in
+:func:`assetkit.formats.safetensors_writer.plan_header` writes it. Whatever container a VAE arrived in
 (a standalone file, a diffusers ``vae/`` folder, a full checkpoint split by the converter), equal
 tensors give byte-equal canonical blobs, hence one blob. It is also a file diffusers loads as is.
 """
@@ -39,7 +39,7 @@ class CanonicalBlob:
 
 def plan(tensors: Sequence[CanonicalTensor]) -> tuple[bytes, dict[str, tuple[int, int]], list[CanonicalTensor]]:
     """Header bytes, offsets and the write order of the canonical blob of ``tensors``."""
-    from ..formats.safetensors import TensorSpec, plan_header
+    from ..formats.safetensors_writer import TensorSpec, plan_header
 
     ordered = sorted(tensors, key=lambda t: t.name)
     header = plan_header([TensorSpec(t.name, t.dtype, t.shape) for t in ordered], None)
