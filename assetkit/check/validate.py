@@ -7,7 +7,8 @@ Dispatch by what the path is:
   (:func:`assetkit.formats.torch_pickle.check_torch_container`);
 * a diffusers pipeline or component folder: layout, configs, shards, variants and each model
   component's weights against its class built from ``config.json`` on the meta device
-  (:mod:`assetkit.check.folder_check`, the only part that imports torch/diffusers);
+  (:mod:`assetkit.check.folder_check`; the classes come from :mod:`assetkit.check.model_classes`,
+  the only part that imports torch/diffusers);
 * ``numerics=True`` adds NaN/Inf/all-zero/mixed-dtype checks (:mod:`assetkit.check.numerics`).
 
 A path that cannot be read at all (missing, not a checkpoint, a folder that is no diffusers
