@@ -168,3 +168,81 @@ def test_safetensors_source_and_bad_combinations(tmp_path):
     bad = runner.invoke(main, ["convert", str(tmp_path / "n.safetensors"), str(tmp_path / "y.safetensors"), "--ema"])
     assert bad.exit_code == 2 and "no EMA weights" in bad.output
     assert not (tmp_path / "y.safetensors").exists() and not (tmp_path / "x.safetensors").exists()
+
+
+def test_ema_with_only_takes_the_ema_copies_of_the_selected_part(tmp_path):
+    """--ema puts the EMA copies in place before --only picks a part of the model (it said the
+    file had no EMA weights, since --only had already dropped model_ema.*)."""
+    import torch
+    from safetensors.torch import load_file
+
+    sd = _checkpoint()
+    src = _save(tmp_path, sd)
+    dst = tmp_path / "unet.safetensors"
+    _convert(str(src), str(dst), "--ema", "--only", "model.diffusion_model.", "--strip-prefix",
+             "model.diffusion_model.")
+    out = load_file(str(dst))
+    assert set(out) == {"input_blocks.0.0.weight", "input_blocks.0.0.bias", "out.2.weight"}
+    assert torch.equal(out["out.2.weight"], sd["model.diffusion_model.out.2.weight"] + 1)
+
+
+def test_ema_that_covers_part_of_the_model_says_so(tmp_path):
+    import torch
+
+    sd = _checkpoint()
+    del sd["model_ema.diffusion_modelout2weight"]
+    sd["model_ema.diffusion_modelinput_blocks00bias"] = sd["model_ema.diffusion_modelinput_blocks00bias"].half()
+    src = _save(tmp_path, sd)
+    doc = _convert(str(src), str(tmp_path / "out.safetensors"), "--ema")
+    assert doc["hygiene"]["ema_as_model"] == 2 and doc["hygiene"]["ema_uncovered"] == 1
+    assert doc["hygiene"]["ema_other_dtype"] == ["model_ema.diffusion_modelinput_blocks00bias"]
+    text = CliRunner().invoke(main, ["convert", str(src), str(tmp_path / "t.safetensors"), "--ema"]).output
+    assert "the EMA covers 2 of 3 model weights" in text and "another dtype" in text
+    assert torch is not None
+
+
+def test_folder_conversion_applies_hygiene_to_every_file(tmp_path):
+    """convert SRC_DIR DST_DIR --prune / --ema: every checkpoint (a .safetensors too) is cleaned,
+    and the report says what each lost; it used to ignore the options and exit 0."""
+    from safetensors.torch import load_file, save_file
+
+    src_dir = tmp_path / "in"
+    (src_dir / "sub").mkdir(parents=True)
+    sd = _checkpoint()
+    _save(src_dir / "sub", sd, "a.ckpt")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(src_dir / "b.safetensors"))
+    doc = _convert(str(src_dir), str(tmp_path / "out"), "--prune")
+    assert [r["status"] for r in doc["results"]] == ["converted", "converted"]
+    for rel in ("sub/a.safetensors", "b.safetensors"):
+        names = set(load_file(str(tmp_path / "out" / rel)))
+        assert not [n for n in names if n.startswith(("model_ema.", "embedding_manager.", "lora_te_"))], rel
+        assert "model.diffusion_model.out.2.weight" in names
+    assert all(r["hygiene"]["dropped_ema"] == 5 for r in doc["results"])
+    text = CliRunner().invoke(main, ["convert", str(src_dir), str(tmp_path / "out2"), "--ema"]).output
+    assert text.count("hygiene: EMA weights written as the model (3 tensors)") == 2, text
+    bad = CliRunner().invoke(main, ["convert", str(src_dir), str(tmp_path / "out3"), "--keep-ema"])
+    assert bad.exit_code == 2 and "--keep-ema goes with --prune" in bad.output
+    assert not (tmp_path / "out3").exists()
+
+
+def test_inspect_of_a_folder_names_the_component_file_to_fix(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "pipe" / "text_encoder"
+    folder.mkdir(parents=True)
+    ids = torch.arange(77).unsqueeze(0)
+    ids[0, 5:] -= 1
+    save_file({"text_model.embeddings.position_ids": ids,
+               "text_model.embeddings.token_embedding.weight": torch.zeros(16, 4)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text('{"_class_name": "CLIPTextModel"}')
+    (tmp_path / "pipe" / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusionPipeline", "text_encoder": ["transformers", "CLIPTextModel"]}')
+    findings = [f for f in _inspect_any(tmp_path / "pipe") if f["code"] == "broken-position-ids"]
+    assert findings and "convert text_encoder/model.safetensors OUT --fix-position-ids" in findings[0]["message"]
+
+
+def _inspect_any(path: Path) -> list[dict]:
+    result = CliRunner().invoke(main, ["inspect", str(path), "--json"])
+    assert result.exit_code in (0, 1), result.output
+    return json.loads(result.output)["findings"]

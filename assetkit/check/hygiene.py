@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..findings import Finding
 from ..formats.base import Asset, TensorInfo, count_bytes
@@ -139,9 +140,12 @@ def hygiene_report(asset: Asset, read: Callable[[str], list[float]] | None = Non
         problem = position_ids_problem(info, values)
         if problem:
             out.broken_position_ids[name] = problem
+            fix = "convert --fix-position-ids"
+            if "/" in name and info.file is not None:  # a folder's component: convert fixes files, one at a time
+                fix = f"convert {name.split('/', 1)[0]}/{Path(info.file).name} OUT --fix-position-ids"
             out.findings.append(Finding(
                 "broken-position-ids", "warning",
-                f"CLIP position_ids {problem}; convert --fix-position-ids writes 0..{len(values) - 1}", name))
+                f"CLIP position_ids {problem}; {fix} writes 0..{len(values) - 1}", name))
     return out
 
 

@@ -72,6 +72,8 @@ def _print_batch(batch: Any) -> None:
         if item.error:
             line += f": {item.error}"
         click.echo(line)
+        if item.hygiene is not None and item.status == "converted":
+            click.echo(f"          hygiene: {item.hygiene.summary()}")
         for finding in item.findings:
             if finding.failing:
                 click.echo(f"          {finding.to_text()}")
@@ -82,8 +84,8 @@ def _print_batch(batch: Any) -> None:
                f"{s['skipped']} skipped; {human_bytes(s['bytes'])} in {s['seconds']:.2f} s")
     if not s["files"]:
         click.echo("assetkit: error: nothing to convert: no .ckpt/.pt/.pth/.bin file found (.safetensors files are "
-                   "rewritten only with --dtype/--only/--strip-prefix/--state-dict-key; a diffusers folder takes "
-                   "--variant)", err=True)
+                   "rewritten only with --dtype/--only/--strip-prefix/--state-dict-key/--prune/--ema/--fix-position-ids; "
+                   "a diffusers folder takes --variant)", err=True)
 
 
 @click.command("convert")
@@ -176,7 +178,7 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
             raise AssetkitError("--variant needs a diffusers folder", where=str(source))
         if output is not None:
             raise AssetkitError("--variant writes beside the weights: give no OUTPUT")
-        if only or strip_prefix or state_dict_key or extra or salvage:
+        if only or strip_prefix or state_dict_key or extra or salvage or any(hygiene.values()):
             raise AssetkitError("--variant takes only --dtype, --overwrite and --no-verify")
         bar = _ByteProgress(not json_output, f"{variant}")
         try:
@@ -192,7 +194,8 @@ def command(source: Path, output: Path | None, dtype: str | None, variant: str |
                                 where=str(source))
         bar = _ByteProgress(not json_output, "converting")
         try:
-            batch = convert_tree(source, output, on_start=bar.start, progress=bar.advance, options=options)
+            batch = convert_tree(source, output, on_start=bar.start, progress=bar.advance, options=options,
+                                 hygiene=hygiene)
         finally:
             bar.finish()
         _finish_batch(batch, json_output)

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ class BatchItem:
     error: str | None = None
     report: ConvertReport | None = None
     findings: list = field(default_factory=list)
+    hygiene: Any = None  #: the :class:`~assetkit.convert.hygiene.HygienePlan` applied (--prune, --ema...)
 
     @property
     def nbytes(self) -> int:
@@ -55,6 +56,8 @@ class BatchItem:
             out["report"] = self.report.to_dict()
         if self.findings:
             out["findings"] = [f.to_dict() for f in self.findings]
+        if self.hygiene is not None:
+            out["hygiene"] = self.hygiene.to_dict()
         return out
 
 
@@ -90,15 +93,25 @@ class BatchReport:
                 "index_files": [str(p) for p in self.extra_files], "summary": self.summary()}
 
 
-def _convert_one(src: Path, dst: Path, options: ConvertOptions, progress: ProgressCallback | None) -> BatchItem:
-    """Run one conversion, turning every expected failure into an item instead of an exception."""
+def _convert_one(src: Path, dst: Path, options: ConvertOptions, progress: ProgressCallback | None,
+                 hygiene: Mapping[str, bool] | None = None) -> BatchItem:
+    """Run one conversion, turning every expected failure into an item instead of an exception.
+    ``hygiene`` (``prune``, ``keep_ema``, ``ema``, ``fix_position_ids``) is applied to the file as
+    :func:`~assetkit.convert.hygiene.hygiene_edit` says."""
 
     def reason(exc: AssetkitError) -> str:
         # The item already names its source: repeat a location only when it says something new.
         return exc.message if exc.where in (None, str(src)) else str(exc)
 
+    plan = None
     try:
-        report = convert_file(src, dst, progress=progress, options=options)
+        with contextlib.ExitStack() as stack:
+            edit = None
+            if hygiene and any(hygiene.values()):
+                from .hygiene import hygiene_edit
+
+                edit, plan = stack.enter_context(hygiene_edit(src, **hygiene))
+            report = convert_file(src, dst, progress=progress, options=options, edit=edit)
     except UnsafeInputError as exc:
         return BatchItem(src, dst, "unsafe", error=reason(exc), findings=list(exc.findings))
     except OutputExistsError:
@@ -108,7 +121,7 @@ def _convert_one(src: Path, dst: Path, options: ConvertOptions, progress: Progre
         return BatchItem(src, dst, "failed", error=reason(exc))
     except OSError as exc:
         return BatchItem(src, dst, "failed", error=f"{exc.filename or src}: {exc.strerror or exc}")
-    return BatchItem(src, dst, "converted", report=report)
+    return BatchItem(src, dst, "converted", report=report, hygiene=plan)
 
 
 def _tensor_bytes(item: BatchItem) -> int:
@@ -147,11 +160,14 @@ def _make_folders(folder: Path) -> list[Path]:
 
 def convert_tree(src_root: str | os.PathLike[str], dst_root: str | os.PathLike[str], *,
                  on_start: Callable[[int], None] | None = None, progress: ProgressCallback | None = None,
-                 options: ConvertOptions | None = None, **settings: Any) -> BatchReport:
+                 options: ConvertOptions | None = None, hygiene: Mapping[str, bool] | None = None,
+                 **settings: Any) -> BatchReport:
     """Convert every checkpoint under ``src_root`` to ``dst_root``, keeping relative paths.
 
     ``a/b.ckpt`` becomes ``dst_root/a/b.safetensors``. ``.safetensors`` inputs are included when
-    a transformation (``dtype``, ``only``, ``strip_prefix``, ``state_dict_key``) is asked for.
+    a transformation (``dtype``, ``only``, ``strip_prefix``, ``state_dict_key``, or a ``hygiene``
+    edit: ``prune``, ``keep_ema``, ``ema``, ``fix_position_ids``) is asked for; the hygiene edit is
+    applied to every file (``ema`` on a file without EMA weights fails that file).
     ``on_start(total_source_bytes)`` is called once before the first file (for a progress bar).
     ``options`` (:class:`ConvertOptions`), or ``convert_file``'s keyword arguments, say how.
     """
@@ -164,7 +180,12 @@ def convert_tree(src_root: str | os.PathLike[str], dst_root: str | os.PathLike[s
         raise AssetkitError("output must be a folder when the input is a folder", where=str(dst_root))
     if dst_root.resolve() == src_root.resolve():
         raise AssetkitError("output folder is the input folder: choose another one", where=str(dst_root))
-    sources = [p for p in find_checkpoints(src_root, include_safetensors=options.transforms)
+    if hygiene and hygiene.get("keep_ema") and not hygiene.get("prune"):
+        raise AssetkitError("--keep-ema goes with --prune")
+    if hygiene and hygiene.get("keep_ema") and hygiene.get("ema"):
+        raise AssetkitError("--keep-ema and --ema contradict each other")
+    edits = bool(hygiene and any(hygiene.values()))
+    sources = [p for p in find_checkpoints(src_root, include_safetensors=options.transforms or edits)
                if dst_root.resolve() not in p.resolve().parents]
     if on_start is not None:
         on_start(sum(p.stat().st_size for p in sources))
@@ -183,7 +204,7 @@ def convert_tree(src_root: str | os.PathLike[str], dst_root: str | os.PathLike[s
         except OSError as exc:
             report.items.append(BatchItem(src, dst, "failed", error=f"{dst.parent}: {exc.strerror or exc}"))
             continue
-        report.items.append(_convert_one(src, dst, options, progress))
+        report.items.append(_convert_one(src, dst, options, progress, hygiene))
     for folder in reversed(created):  # folders made for outputs that failed: no empty folders left
         with contextlib.suppress(OSError):
             folder.rmdir()

@@ -32,16 +32,26 @@ class HygienePlan:
     replaced_by_ema: dict[str, str] = field(default_factory=dict)  #: model name -> EMA tensor written there
     fixed_position_ids: dict[str, str] = field(default_factory=dict)  #: name -> what was wrong
     dropped_bytes: int = 0
+    ema_uncovered: list[str] = field(default_factory=list)  #: model weights with no EMA copy (--ema keeps them)
+    ema_other_dtype: list[str] = field(default_factory=list)  #: EMA tensors whose dtype differs from the model's
 
     def to_dict(self) -> dict[str, Any]:
         return {"dropped_ema": len(self.dropped_ema), "dropped_junk": list(self.dropped_junk),
                 "ema_as_model": len(self.replaced_by_ema), "fixed_position_ids": dict(self.fixed_position_ids),
-                "dropped_bytes": self.dropped_bytes}
+                "dropped_bytes": self.dropped_bytes, "ema_uncovered": len(self.ema_uncovered),
+                "ema_other_dtype": list(self.ema_other_dtype)}
 
     def summary(self) -> str:
         parts = []
         if self.replaced_by_ema:
             parts.append(f"EMA weights written as the model ({len(self.replaced_by_ema)} tensors)")
+            if self.ema_uncovered:
+                total = len(self.replaced_by_ema) + len(self.ema_uncovered)
+                parts.append(f"the EMA covers {len(self.replaced_by_ema)} of {total} model weights: the other "
+                             f"{len(self.ema_uncovered)} keep their non-EMA values (e.g. {self.ema_uncovered[0]})")
+            if self.ema_other_dtype:
+                parts.append(f"{len(self.ema_other_dtype)} EMA tensor(s) in another dtype than the model's, written "
+                             f"as they are (e.g. {self.ema_other_dtype[0]})")
         if self.dropped_ema:
             parts.append(f"dropped {len(self.dropped_ema)} EMA tensors")
         if self.dropped_junk:
@@ -76,6 +86,7 @@ def hygiene_edit(src: str | os.PathLike[str], *, prune: bool = False, keep_ema: 
     ``--prune``. The replacement file lives in a temporary folder removed on exit.
     """
     from ..check import hygiene_report
+    from ..check.hygiene import EMA_SOURCE_PREFIX, SCHEDULE_BUFFERS
     from ..formats.base import Asset
     from ..formats.safetensors import read_safetensors
     from ..formats.safetensors_writer import SafetensorsWriter, TensorSpec
@@ -102,8 +113,13 @@ def hygiene_edit(src: str | os.PathLike[str], *, prune: bool = False, keep_ema: 
                 if out[model_name].shape != out[ema_name].shape:
                     raise AssetkitError(f"--ema: {ema_name} has shape {list(out[ema_name].shape)}, the model's "
                                         f"{model_name} {list(out[model_name].shape)}", where=str(src))
+                if out[ema_name].dtype != out[model_name].dtype:
+                    plan.ema_other_dtype.append(ema_name)
                 out[model_name] = out.pop(ema_name)
                 plan.replaced_by_ema[model_name] = ema_name
+            covered = set(found.ema.values())
+            plan.ema_uncovered = [n for n in selected if n.startswith(EMA_SOURCE_PREFIX) and n not in covered
+                                  and n not in SCHEDULE_BUFFERS]
             for name in found.ema_orphans + found.ema_bookkeeping:
                 plan.dropped_ema.append(name)
                 plan.dropped_bytes += out.pop(name).nbytes

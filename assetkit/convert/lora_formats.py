@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AssetkitError, VerificationError
+from ..findings import capped
 
 #: ``--to`` values.
 TARGETS = ("diffusers", "kohya")
@@ -59,7 +60,8 @@ REFUSED_ALGORITHMS = {
     "a1.weight": "GLoRA", "b1.weight": "GLoRA", "w_norm": "norm-layer training (LyCORIS)",
     "b_norm": "norm-layer training (LyCORIS)", "on_input": "(IA)^3", "lora_B.bias": "LoRA with bias (lora_bias)",
     "lora_embedding_A": "embedding LoRA", "lora.down.weight": "old diffusers LoRA (lora.down/lora.up)",
-    "lora_A.default.weight": "unsaved peft adapter names (lora_A.default)",
+    "lora_A.default.weight": "peft names with an adapter name (lora_A.default: a model's state dict, not a saved LoRA)",
+    "lora_up.bias": "LoRA with bias (lora_up.bias)", "lora_down.bias": "LoRA with bias (lora_down.bias)",
 }
 _WEIGHT_SUFFIXES = (".weight", ".bias")
 
@@ -110,9 +112,11 @@ def text_encoder_module_names(config: dict[str, Any]) -> ModuleNames:
     from .layouts import clip_text_rules
 
     by_flat: dict[str, tuple[str, str]] = {}
-    for rule in clip_text_rules(config, target_prefix="text_model."):  # kohya names always hold text_model.
+    for rule in clip_text_rules(config, target_prefix="text_model."):  # kohya's own names hold text_model.
         path = _module(rule.diffusers[0])
         by_flat[_flat(path)] = (path, "transformers")
+        # LoRAs written from transformers 5 modules (no text_model. level) drop it; diffusers reads both
+        by_flat.setdefault(_flat(path.removeprefix("text_model.")), (path, "bare"))
     return ModuleNames(by_flat, {})
 
 
@@ -180,15 +184,19 @@ def _check_algorithms(names: list[str], where: str) -> None:
                 hits.setdefault(algorithm, name)
     if hits:
         algorithm, example = next(iter(hits.items()))
-        raise AssetkitError(f"this is a {algorithm} network ({example}); LoRA format conversion carries plain "
-                            "LoRA (and DoRA) only: the target format cannot represent it", where=where)
+        raise AssetkitError(f"not a plain LoRA: {algorithm}, e.g. {example}; LoRA format conversion carries "
+                            "plain LoRA (and DoRA) only: the target format cannot represent it", where=where)
 
 
 def detect_format(names: list[str]) -> str:
-    """``kohya``, ``peft`` or ``unknown`` from the tensor names."""
-    if any(n.startswith(("lora_unet_", "lora_te")) and "." in n for n in names):
+    """``kohya``, ``peft`` or ``unknown`` from the tensor names: a LoRA when at least half its
+    tensors have LoRA names (a full checkpoint with a stray ``lora_*`` key left by a merge, junk
+    that ``inspect`` reports, is not a LoRA)."""
+    kohya = sum(1 for n in names if n.startswith(("lora_unet_", "lora_te")) and "." in n)
+    peft = sum(1 for n in names if n.endswith((".lora_A.weight", ".lora_B.weight")))
+    if kohya and 2 * kohya >= len(names):
         return "kohya"
-    if any(n.endswith((".lora_A.weight", ".lora_B.weight")) for n in names):
+    if peft and 2 * peft >= len(names):
         return "peft"
     return "unknown"
 
@@ -221,7 +229,7 @@ def parse_kohya(names: list[str], where: str) -> list[LoraModule]:
         entry = modules.setdefault(module, LoraModule(component, "", kohya_name=module))
         entry.tensors[role] = name
     if unknown:
-        raise AssetkitError(f"{len(unknown)} tensor name(s) are not kohya LoRA names: {', '.join(unknown[:3])}",
+        raise AssetkitError(f"{len(unknown)} tensor name(s) are not kohya LoRA names: {capped(unknown, 3)}",
                             where=where)
     return list(modules.values())
 
@@ -400,7 +408,7 @@ def _resolve_kohya(modules: list[LoraModule], names: dict[str, ModuleNames], whe
         m.path, m.spelling = hit
     if unmatched:
         raise AssetkitError(f"{len(unmatched)} kohya module name(s) match no module of the target model "
-                            f"({', '.join(sorted(names))} config): {', '.join(unmatched[:3])}; give the right "
+                            f"({', '.join(sorted(names))} config): {capped(unmatched, 3)}; give the right "
                             "--family or --config DIR", where=where)
 
 
@@ -431,6 +439,12 @@ def _kohya_to_peft(asset: Any, names: list[str], configs: dict, report: LoraConv
     if spellings:
         record["unet"] = spellings.pop()
         report.unet_spelling = record["unet"]
+    text_spellings = {m.spelling for m in modules if m.component != "unet"}
+    if len(text_spellings) > 1:
+        raise AssetkitError("the text-encoder module names mix lora_te_text_model_* and lora_te_encoder_* "
+                            "(with and without text_model)", where=where)
+    if text_spellings == {"bare"}:
+        record["text_model"] = False  # the way back writes them without text_model. again
     record["prefixes"] = {m.component: next(p for p, c in KOHYA_COMPONENTS if m.kohya_name.startswith(p))
                           for m in modules}
     alpha_dtypes: Counter = Counter()
@@ -525,10 +539,12 @@ def _peft_to_kohya(asset: Any, names: list[str], configs: dict, family: str | No
         m.path = path
         if m.component == "unet" and unet_spelling == "sgm":
             path = catalogue.to_original.get(path, path)
+        elif m.component != "unet" and record.get("text_model") is False:
+            path = path.removeprefix("text_model.")
         m.kohya_name = prefixes.get(m.component, KOHYA_PREFIX_TWO_TE.get(m.component, "")) + _flat(path)
     if unmatched:
         raise AssetkitError(f"{len(unmatched)} peft module(s) match no module of the target model: "
-                            f"{', '.join(unmatched[:3])}; give the right --family or --config DIR", where=where)
+                            f"{capped(unmatched, 3)}; give the right --family or --config DIR", where=where)
     if m_dupes := [n for n, c in Counter(m.kohya_name for m in modules).items() if c > 1]:
         raise AssetkitError(f"two peft modules map to one kohya name: {m_dupes[0]}", where=where)
     report.unet_spelling = unet_spelling if any(m.component == "unet" for m in modules) else None
@@ -616,7 +632,7 @@ def convert_lora(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to
                                 where=where)
         target_format = "peft" if to == "diffusers" else "kohya"
         if source_format == target_format:
-            raise AssetkitError(f"already in {to} ({source_format}) naming", where=where)
+            raise AssetkitError(f"already in {source_format} naming (what --to {to} writes)", where=where)
         report = LoraConvertReport(src, dst, source_format, target_format)
         if config is None and family is None:
             family = _family(asset)

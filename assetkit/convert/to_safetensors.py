@@ -169,8 +169,13 @@ def _top_prefixes(names: list[str], limit: int = 8) -> str:
 
 
 def select_tensors(asset: Asset, *, state_dict_key: str | None = None, only: str | None = None,
-                   strip_prefix: str | None = None) -> dict[str, TensorInfo]:
-    """Output name -> source tensor, after ``state_dict_key``, ``only`` and ``strip_prefix``.
+                   strip_prefix: str | None = None,
+                   edit: Callable[[dict[str, TensorInfo]], dict[str, TensorInfo]] | None = None
+                   ) -> dict[str, TensorInfo]:
+    """Output name -> source tensor, after ``state_dict_key``, ``edit``, ``only`` and ``strip_prefix``.
+
+    ``edit`` sees the whole checkpoint (after ``state_dict_key``), so that a hygiene edit can put
+    the EMA copies in place of the model's weights before ``only`` picks a part of the model.
 
     Raises :class:`AssetkitError` (one line, naming what the file does hold) when a selection
     matches nothing or renaming makes two tensors collide.
@@ -187,6 +192,8 @@ def select_tensors(asset: Asset, *, state_dict_key: str | None = None, only: str
             keys = capped(asset.top_level_keys, 12) if asset.top_level_keys else _top_prefixes(names)
             raise AssetkitError(f"--state-dict-key {state_dict_key!r} matches no tensors; top-level keys: "
                                 f"{keys}", where=where)
+    if edit is not None:  # e.g. convert.hygiene: drop, rename, or point a tensor at replacement bytes
+        selected = edit(selected)
     if only:
         pool = list(selected)
         selected = {name: info for name, info in selected.items() if name.startswith(only)}
@@ -224,9 +231,7 @@ def plan_conversion(asset: Asset, *, dtype: str | None = None, state_dict_key: s
     storage stay separate tensors.
     """
     target = resolve_dtype(dtype)
-    selected = select_tensors(asset, state_dict_key=state_dict_key, only=only, strip_prefix=strip_prefix)
-    if edit is not None:  # e.g. convert.hygiene: drop, rename, or point a tensor at replacement bytes
-        selected = edit(selected)
+    selected = select_tensors(asset, state_dict_key=state_dict_key, only=only, strip_prefix=strip_prefix, edit=edit)
     groups: dict[tuple, list[str]] = defaultdict(list)
     for name, info in selected.items():
         groups[info.view_key].append(name)
