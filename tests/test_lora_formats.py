@@ -353,3 +353,20 @@ def test_a_checkpoint_with_a_stray_lora_key_is_not_taken_for_a_lora(tmp_path, fo
                                   "--config", str(folder), "--json"])
     assert result.exit_code == 0, result.output
     assert "lora_unet_leftover.alpha" in json.loads(result.output)["extras"]
+
+
+def test_a_module_of_another_width_is_refused_when_config_has_weights(tmp_path, folder, pipe):
+    """With --config a folder with weights, the widths are known: a LoRA module whose lora_down reads
+    another width is an error naming it (it converted, 'verified', and failed inside diffusers)."""
+    import torch
+    from safetensors.torch import save_file
+
+    sd = kohya_state_dict(pipe)
+    name = next(k for k in sd if k.startswith("lora_unet_") and k.endswith(".lora_down.weight"))
+    down = sd[name]
+    sd[name] = torch.zeros(down.shape[0], down.shape[1] + 3, *down.shape[2:], dtype=down.dtype)
+    bad = tmp_path / "bad.safetensors"
+    save_file(sd, str(bad))
+    with pytest.raises(AssetkitError, match="do not fit the widths of the --config model: " + name.split(".")[0]):
+        convert_lora(bad, tmp_path / "p.safetensors", to="diffusers", config=folder)
+    assert not (tmp_path / "p.safetensors").exists()

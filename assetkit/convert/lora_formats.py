@@ -412,6 +412,52 @@ def _resolve_kohya(modules: list[LoraModule], names: dict[str, ModuleNames], whe
                             "--family or --config DIR", where=where)
 
 
+def module_weight_shapes(folder: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """``component.module path`` -> weight shape, from the headers of a diffusers folder's UNet and
+    text-encoder weights (the plain ``.safetensors`` files; text encoders under ``text_model.``).
+    Empty when the folder holds configs only."""
+    from ..formats.safetensors import read_safetensors
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for component in ("unet", "text_encoder", "text_encoder_2"):
+        for file in sorted((Path(folder) / component).glob("*.safetensors")):
+            if file.name.count(".") > 1:  # a precision variant (model.fp16.safetensors): same shapes
+                continue
+            try:
+                asset = read_safetensors(file)
+            except AssetkitError:
+                continue  # an unreadable file: validate reports it; the names still decide
+            try:
+                for name, info in asset.tensors.items():
+                    if name.endswith(".weight"):
+                        path = name[: -len(".weight")]
+                        if component != "unet" and not path.startswith("text_model."):
+                            path = "text_model." + path
+                        shapes[f"{component}.{path}"] = tuple(info.shape)
+            finally:
+                asset.close()
+    return shapes
+
+
+def _check_widths(modules: list[LoraModule], asset: Any, widths: dict[str, tuple[int, ...]] | None,
+                  where: str) -> None:
+    """Each module's down/up widths against the weight it adapts, when ``--config`` has weights
+    (a LoRA for another width would otherwise convert, verify, and fail inside diffusers)."""
+    if not widths:
+        return
+    wrong = []
+    for m in modules:
+        shape = widths.get(f"{m.component}.{m.path}")
+        if shape is None or len(shape) < 2 or "down" not in m.tensors or "up" not in m.tensors:
+            continue
+        down, up = asset.tensors[m.tensors["down"]].shape, asset.tensors[m.tensors["up"]].shape
+        if len(down) < 2 or len(up) < 2 or down[1] != shape[1] or up[0] != shape[0]:
+            wrong.append(f"{m.kohya_name or m.path} (down {list(down)}, up {list(up)}; the layer is {list(shape)})")
+    if wrong:
+        raise AssetkitError(f"{len(wrong)} module(s) do not fit the widths of the --config model: "
+                            f"{capped(wrong, 2)}", where=where)
+
+
 def _check_module(m: LoraModule, asset: Any, where: str) -> None:
     missing = [r for r in ("down", "up") if r not in m.tensors]
     if missing:
@@ -428,9 +474,10 @@ def _check_module(m: LoraModule, asset: Any, where: str) -> None:
 # The two directions
 # ---------------------------------------------------------------------------------------------
 def _kohya_to_peft(asset: Any, names: list[str], configs: dict, report: LoraConvertReport,
-                   where: str) -> tuple[list[_Out], dict[str, str]]:
+                   where: str, widths: dict[str, tuple[int, ...]] | None = None) -> tuple[list[_Out], dict[str, str]]:
     modules = parse_kohya(names, where)
     _resolve_kohya(modules, component_names(configs), where)
+    _check_widths(modules, asset, widths, where)
     record: dict[str, Any] = {}
     spellings = {m.spelling for m in modules if m.component == "unet"}
     if len(spellings) > 1:
@@ -513,7 +560,8 @@ def _peft_dora_shape(m: LoraModule, asset: Any, shape: tuple[int, ...], where: s
 
 
 def _peft_to_kohya(asset: Any, names: list[str], configs: dict, family: str | None, spelling: str | None,
-                   report: LoraConvertReport, where: str) -> tuple[list[_Out], dict[str, str]]:
+                   report: LoraConvertReport, where: str,
+                   widths: dict[str, tuple[int, ...]] | None = None) -> tuple[list[_Out], dict[str, str]]:
     modules = parse_peft(names, where)
     metadata = dict(asset.metadata)
     record: dict[str, Any] = {}
@@ -547,6 +595,7 @@ def _peft_to_kohya(asset: Any, names: list[str], configs: dict, family: str | No
                             f"{capped(unmatched, 3)}; give the right --family or --config DIR", where=where)
     if m_dupes := [n for n, c in Counter(m.kohya_name for m in modules).items() if c > 1]:
         raise AssetkitError(f"two peft modules map to one kohya name: {m_dupes[0]}", where=where)
+    _check_widths(modules, asset, widths, where)
     report.unet_spelling = unet_spelling if any(m.component == "unet" for m in modules) else None
     alphas_from_metadata(modules, metadata, where)
     metadata.pop(PEFT_METADATA_KEY, None)
@@ -637,10 +686,11 @@ def convert_lora(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to
         if config is None and family is None:
             family = _family(asset)
         configs = load_configs(config, family)
+        widths = module_weight_shapes(config) if config is not None else None
         if source_format == "kohya":
-            outputs, metadata = _kohya_to_peft(asset, names, configs, report, where)
+            outputs, metadata = _kohya_to_peft(asset, names, configs, report, where, widths)
         else:
-            outputs, metadata = _peft_to_kohya(asset, names, configs, family, unet_spelling, report, where)
+            outputs, metadata = _peft_to_kohya(asset, names, configs, family, unet_spelling, report, where, widths)
         specs = [TensorSpec(o.name, o.dtype, o.shape) for o in outputs]
         with SafetensorsWriter(dst, specs, metadata, overwrite=overwrite) as writer:
             for out in outputs:
