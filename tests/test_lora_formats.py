@@ -370,3 +370,18 @@ def test_a_module_of_another_width_is_refused_when_config_has_weights(tmp_path, 
     with pytest.raises(AssetkitError, match="do not fit the widths of the --config model: " + name.split(".")[0]):
         convert_lora(bad, tmp_path / "p.safetensors", to="diffusers", config=folder)
     assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_a_kohya_files_own_lora_adapter_metadata_entry_comes_back(tmp_path, folder, pipe):
+    kohya = save_kohya(pipe, tmp_path / "k.safetensors", metadata={"lora_adapter_metadata": "not json{",
+                                                                   "ss_network_dim": "4"})
+    peft, back = tmp_path / "p.safetensors", tmp_path / "b.safetensors"
+    convert_lora(kohya, peft, to="diffusers", config=folder)
+    convert_lora(peft, back, to="kohya", config=folder)
+    assert back.read_bytes() == kohya.read_bytes()
+
+
+def test_a_missing_config_folder_is_said_plainly(tmp_path, pipe):
+    kohya = save_kohya(pipe, tmp_path / "k.safetensors")
+    with pytest.raises(AssetkitError, match="--config: no such folder"):
+        convert_lora(kohya, tmp_path / "p.safetensors", to="diffusers", config=tmp_path / "nope")

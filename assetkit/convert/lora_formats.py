@@ -126,6 +126,9 @@ def load_configs(config: str | os.PathLike[str] | None, family: str | None) -> d
     found: dict[str, dict[str, Any]] = {}
     if config is not None:
         root = Path(config)
+        if not root.is_dir():
+            raise AssetkitError("--config: no such folder" if not root.exists() else "--config needs a folder",
+                                where=str(root))
         if (root / "config.json").is_file() and not (root / "model_index.json").is_file():
             raise AssetkitError("--config needs a pipeline folder (with unet/config.json...), not one component",
                                 where=str(root))
@@ -537,6 +540,8 @@ def _kohya_to_peft(asset: Any, names: list[str], configs: dict, report: LoraConv
                                  if by_source[n][2] == "alpha"]
     metadata = dict(asset.metadata)
     record["added"] = [k for k in ("format",) if k not in metadata]
+    if PEFT_METADATA_KEY in metadata:  # a kohya file with its own entry of that name: kept for the way back
+        record["source_peft_metadata"] = metadata[PEFT_METADATA_KEY]
     metadata.setdefault("format", "pt")
     metadata[PEFT_METADATA_KEY] = json.dumps(peft_config_entries(modules), sort_keys=True)
     metadata[KOHYA_RECORD_KEY] = json.dumps(record, sort_keys=True, separators=(",", ":"))
@@ -598,7 +603,10 @@ def _peft_to_kohya(asset: Any, names: list[str], configs: dict, family: str | No
     _check_widths(modules, asset, widths, where)
     report.unet_spelling = unet_spelling if any(m.component == "unet" for m in modules) else None
     alphas_from_metadata(modules, metadata, where)
-    metadata.pop(PEFT_METADATA_KEY, None)
+    if "source_peft_metadata" in record:
+        metadata[PEFT_METADATA_KEY] = record["source_peft_metadata"]
+    else:
+        metadata.pop(PEFT_METADATA_KEY, None)
     for key in record.get("added", []):
         metadata.pop(key, None)
     odd_dtypes = record.get("alpha_dtypes", {})
