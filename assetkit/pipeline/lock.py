@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..findings import Finding
-from .sources import Source, resolve
+from .sources import Source, resolve_spec
 from .spec import PipelineSpec, SpecError, spec_from_dict
 
 LOCK_VERSION = 2
@@ -114,10 +114,10 @@ def pin(path: Path) -> list[PinnedFile]:
 def lock_spec(spec: PipelineSpec, registry: Any | None = None, *, hub: bool = False) -> Lock:
     """Resolve every name of ``spec`` (Hub ids too with ``hub``: pinned to the commit got) and pin its files."""
     lock = Lock(spec)
-    for role, name in spec.components():
-        source = resolve(name, spec.root, registry, hub=hub)
-        lock.components.append(LockedComponent(role, name, str(source.path), pin(source.path), source.registry_id,
-                                               source.registry_name, source.registry_sha256, source.hub))
+    for role, source in resolve_spec(spec, registry, hub=hub).items():
+        lock.components.append(LockedComponent(role, source.name, str(source.path), pin(source.path),
+                                               source.registry_id, source.registry_name, source.registry_sha256,
+                                               source.hub))
     return lock
 
 
@@ -161,6 +161,7 @@ def read_lock(path: Path) -> Lock:
     folder = Path(path).resolve().parent
     try:
         spec = spec_from_dict(doc["spec"], source=Path(path).resolve(), where=f"{path} (spec)")
+        spec.lines, spec.label = {}, str(path)  # lines of the YAML it was re-read from mean nothing to the user
         components = [_component(c, version, folder) for c in doc["components"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SpecError(f"broken lock file: missing or wrong field {exc}", where=str(path)) from None
