@@ -88,29 +88,40 @@ def run_check(path: Path, *, device: str = "auto", smoke: bool = True, report_di
     result = CheckResult(str(path))
     if lock is not None:
         result.suites["lock"] = lock_findings
-    result.suites["validate"] = validate_files(sources) if not lock_findings else [
-        Finding("validate-not-run", "error", "scan and validate not run: the lock's files changed or are missing",
-                "validate")]
+    lock_failed = any(f.failing for f in lock_findings)
+    # a failed lock stage: the files found (or the spec) are not the locked ones: no later stage runs on them
+    result.suites["validate"] = _not_run("validate", "scan and validate") if lock_failed else validate_files(sources)
     t1 = time.perf_counter()
-    try:
-        compat = check_compatibility(spec, sources)
-    except AssetkitError as exc:  # a missing or unreadable component (already a lock or validate error)
-        result.suites["compatibility"] = [Finding("compatibility-not-run", "error",
-                                                  f"compatibility not checked: {exc}", "compatibility")]
+    if lock_failed:
+        result.suites["compatibility"] = _not_run("compatibility", "compatibility")
     else:
-        result.compat = compat.to_dict()
-        result.suites["compatibility"] = compat.findings
+        try:
+            compat = check_compatibility(spec, sources)
+        except AssetkitError as exc:  # a missing or unreadable component (already a validate error)
+            result.suites["compatibility"] = [Finding("compatibility-not-run", "error",
+                                                      f"compatibility not checked: {exc}", "compatibility")]
+        else:
+            result.compat = compat.to_dict()
+            result.suites["compatibility"] = compat.findings
     result.timings |= {"validate": t1 - t0, "compatibility": time.perf_counter() - t1}
     if smoke:
         if result.ok:
             result.smoke = _smoke(spec, sources, device)
             result.suites["smoke"] = result.smoke.findings
+        elif lock_failed:
+            result.suites["smoke"] = _not_run("smoke", "smoke generation")
         else:
             result.suites["smoke"] = [Finding("smoke-not-run", "error",
                                               "smoke generation not run: an earlier check failed", "smoke")]
     result.timings["total"] = time.perf_counter() - t0
     write_outputs(result, report_dir, junit)
     return result
+
+
+def _not_run(stage: str, what: str) -> list[Finding]:
+    """The finding of a stage that did not run because the lock stage failed."""
+    return [Finding(f"{stage}-not-run", "error",
+                    f"{what} not run: the lock stage failed, so what would run is not what was locked", stage)]
 
 
 def _smoke(spec: Any, sources: dict[str, Any], device: str, config_hint: str | None = None) -> Any:
