@@ -21,11 +21,11 @@ def assemble_and_smoke(spec_path: Path) -> tuple[Any, Any]:
     """(the assembled pipeline, the smoke result) of a spec file, on the CPU."""
     from assetkit.pipeline.assemble import assemble
     from assetkit.pipeline.smoke import smoke
-    from assetkit.pipeline.sources import resolve
+    from assetkit.pipeline.sources import resolve_spec
     from assetkit.pipeline.spec import load_spec
 
     spec = load_spec(spec_path)
-    assembled = assemble(spec, {role: resolve(name, spec.root) for role, name in spec.components()}, device="cpu")
+    assembled = assemble(spec, resolve_spec(spec), device="cpu")
     return assembled, smoke(assembled, spec)
 
 

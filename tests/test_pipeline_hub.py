@@ -68,7 +68,9 @@ def test_hub_id_is_refused_unless_asked(hub_cache: Path, tmp_path: Path) -> None
     spec = write_spec(tmp_path, "base: assetkit-test/tiny-sd1\n")
     result = _cli("lock", str(spec))
     assert result.exit_code == 2
-    assert "no such file or directory (a Hugging Face Hub id? pass --hub to resolve it)" in result.output
+    assert result.output.strip() == (f"assetkit: error: {spec}:1: base 'assetkit-test/tiny-sd1': no such file or "
+                                     f"directory {tmp_path / 'assetkit-test/tiny-sd1'}; a Hugging Face Hub id? pass "
+                                     "--hub to resolve it")
     assert not spec.with_suffix(".lock").exists()
     explicit = write_spec(tmp_path, "base: hf://assetkit-test/tiny-sd1\n", "explicit.yaml")
     result = _cli("lock", str(explicit))

@@ -130,7 +130,7 @@ def test_a_teammate_registry_finds_the_asset_by_content_id(project: Path, tmp_pa
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["compatibility"]["components"]["lora[0]"]["path"] == str(their_path)
 
-    # A registry asset of the pinned name but other content: refused, naming the changed file.
+    # A registry asset of the pinned name but other content: refused, saying the name names another asset.
     other = tmp_path / "other"
     monkeypatch.setenv("ASSETKIT_HOME", str(other))
     changed = tmp_path / "changed.safetensors"
@@ -138,10 +138,90 @@ def test_a_teammate_registry_finds_the_asset_by_content_id(project: Path, tmp_pa
     data[-1] ^= 0x01
     changed.write_bytes(bytes(data))
     with Registry() as registry:
-        registry.add(changed, name="detail-lora")
+        impostor = registry.add(changed, name="detail-lora").record
     result = _cli("check", str(tmp_path / "spec.lock"), "--no-smoke", "--json")
     assert result.exit_code == 1
-    assert [f["code"] for f in json.loads(result.output)["suites"]["lock"]["findings"]] == ["lock-changed"]
+    (finding,) = json.loads(result.output)["suites"]["lock"]["findings"]
+    assert finding["code"] == "lock-registry-changed"
+    assert f"content id {impostor.sha256[:16]}" in finding["message"]
+    assert f"pinned one (content id {record.sha256[:16]}" in finding["message"]
+
+
+def _registry_project(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """A spec over registry assets (base folder by path, LoRA and ControlNet by name), locked."""
+    from assetkit.registry import Registry
+
+    monkeypatch.setenv("ASSETKIT_HOME", str(tmp_path / "home"))
+    with Registry() as registry:
+        registry.add(project / "cn", name="cn1")
+        sha = registry.add(project / "lora.safetensors", name="lora-one").record.sha256
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"base: {project / 'sd1'}\nloras: [lora-one]\ncontrolnets: [cn1]\n")
+    assert _cli("lock", str(spec)).exit_code == 0
+    return tmp_path / "spec.lock", sha
+
+
+def test_a_removed_registry_asset_is_named_with_how_to_get_it_back(project: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from assetkit.registry import Registry
+
+    lock, _ = _registry_project(project, tmp_path, monkeypatch)
+    cn_sha = {c["role"]: c for c in json.loads(lock.read_text())["components"]}["controlnet[0]"]["registry"]["sha256"]
+    with Registry() as registry:
+        registry.rm("cn1")
+    result = _cli("check", str(lock), "--no-smoke", "--json")
+    assert result.exit_code == 1
+    doc = json.loads(result.output)
+    (finding,) = doc["suites"]["lock"]["findings"]
+    assert finding["code"] == "lock-registry-missing" and finding["where"] == "controlnet[0] cn1"
+    message = finding["message"]
+    assert f"registry asset 'cn1' (content id {cn_sha[:16]}...) is no longer in the registry" in message
+    assert "assetkit registry add PATH --name cn1" in message and f"registry pull --lock {lock}" in message
+    assert "views" not in message  # not the registry's internal folder
+    # every later stage says it did not run on the pinned files (none "passes" on other files)
+    for stage in ("validate", "compatibility"):
+        assert [f["code"] for f in doc["suites"][stage]["findings"]] == [f"{stage}-not-run"]
+        assert "the lock stage failed" in doc["suites"][stage]["findings"][0]["message"]
+    assert doc["compatibility"] is None
+
+
+def test_a_pinned_name_that_now_names_another_asset_says_so_and_nothing_runs_on_it(
+        project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from assetkit.registry import Registry
+
+    lock, sha = _registry_project(project, tmp_path, monkeypatch)
+    other = tmp_path / "other-lora.safetensors"
+    from assetkit.factory.pipeline_assets import save_tiny_lora
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_tiny_lora(project / "sd1", other, naming="kohya", seed=3)
+    with Registry() as registry:
+        registry.rm("lora-one")
+        newcomer = registry.add(other, name="kohya1").record
+        registry.rename("kohya1", "lora-one")
+    result = _cli("check", str(lock), "--json")
+    assert result.exit_code == 1
+    doc = json.loads(result.output)
+    (finding,) = doc["suites"]["lock"]["findings"]
+    assert finding["code"] == "lock-registry-changed" and finding["where"] == "lora[0] lora-one"
+    assert (f"registry name 'lora-one' now names another asset (#{newcomer.id} lora-one, content id "
+            f"{newcomer.sha256[:16]}...), not the pinned one (content id {sha[:16]}...)") in finding["message"]
+    assert "size" not in finding["message"]
+    assert [f["code"] for f in doc["suites"]["compatibility"]["findings"]] == ["compatibility-not-run"]
+    assert [f["code"] for f in doc["suites"]["smoke"]["findings"]] == ["smoke-not-run"]
+    assert doc["compatibility"] is None
+
+
+def test_lock_changed_compares_sizes_with_sizes(copy: Path) -> None:
+    _lock(copy)
+    lora = copy / "lora.safetensors"
+    lora.write_bytes(lora.read_bytes() + b" ")
+    result = _cli("check", str(copy / "spec.lock"), "--no-smoke", "--json")
+    (finding,) = json.loads(result.output)["suites"]["lock"]["findings"]
+    size = lora.stat().st_size
+    assert finding["message"] == (f"{lora.resolve()} changed since the lock (size {size} bytes != pinned "
+                                  f"{size - 1} bytes)")
 
 
 def test_old_versions_read_and_future_versions_refused(copy: Path) -> None:
@@ -203,3 +283,41 @@ def test_single_file_conversion_is_cached_by_content(tmp_path: Path, monkeypatch
     second = as_diffusers_folder(vae)
     assert second != first and second.name == hashlib.sha256(vae.read_bytes()).hexdigest()
     shutil.rmtree(tmp_path / "home")
+
+
+def test_a_lock_that_is_not_json_says_json_with_its_line(copy: Path) -> None:
+    (copy / "bad.lock").write_text("{not json\n")
+    (copy / "cut.lock").write_text('{"assetkit_lock": 2,\n')
+    for name, line in (("bad.lock", 1), ("cut.lock", 2)):
+        result = _cli("check", str(copy / name), "--no-smoke")
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines() == [result.output.strip()]
+        assert f"{copy / name}:{line}: not valid JSON (a lock is JSON): " in result.output
+        assert "YAML" not in result.output
+
+
+def test_a_hand_edited_spec_section_is_refused_and_old_locks_still_read(copy: Path) -> None:
+    doc = _lock(copy)
+    assert doc["spec_sha256"] and doc["spec"]["loras"][0]["scale"] == 0.8
+    doc["spec"]["loras"][0]["scale"] = 5.0  # the pins of every file still hold
+    (copy / "edited.lock").write_text(json.dumps(doc))
+    result = _cli("check", str(copy / "edited.lock"), "--json")
+    assert result.exit_code == 1
+    out = json.loads(result.output)
+    assert [f["code"] for f in out["suites"]["lock"]["findings"]] == ["lock-spec-changed"]
+    assert [f["code"] for f in out["suites"]["smoke"]["findings"]] == ["smoke-not-run"]
+    del doc["spec_sha256"]  # a lock written before locks pinned their spec: read, with a warning
+    doc["spec"]["loras"][0]["scale"] = 0.8
+    (copy / "old.lock").write_text(json.dumps(doc))
+    result = _cli("check", str(copy / "old.lock"), "--no-smoke", "--json")
+    assert result.exit_code == 0, result.output
+    findings = json.loads(result.output)["suites"]["lock"]["findings"]
+    assert [(f["code"], f["severity"]) for f in findings] == [("lock-spec-unpinned", "warning")]
+
+
+def test_check_names_the_junit_file_as_junit_not_as_the_report(copy: Path) -> None:
+    _lock(copy)
+    junit = copy / "j.xml"
+    result = _cli("check", str(copy / "spec.lock"), "--no-smoke", "--junit", str(junit))
+    assert result.exit_code == 0 and junit.is_file()
+    assert f"junit: {junit}" in result.output.splitlines() and "report:" not in result.output

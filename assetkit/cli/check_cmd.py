@@ -38,9 +38,9 @@ def print_result(result: object, json_output: bool) -> None:
         if smoke.get("timings"):
             figures = ", ".join(f"{k} {v:.2f} s" for k, v in smoke["timings"].items())
             click.echo(f"smoke on {smoke['device']} {smoke['dtype']}: {figures}")
-        for key in ("html", "junit_file"):
+        for key, label in (("html", "report"), ("junit_file", "junit")):
             if key in doc["report"]:
-                click.echo(f"report: {doc['report'][key]}")
+                click.echo(f"{label}: {doc['report'][key]}")
         click.echo("PASS" if doc["ok"] else "FAIL")
     raise SystemExit(EXIT_OK if doc["ok"] else EXIT_PROBLEMS)
 

@@ -13,6 +13,7 @@ from .keymap import Rule, SourcePart, TargetTensor
 from .layout_convert import (
     SIDECAR,
     ComponentPlan,
+    ConfigMismatchError,
     DiffusersPlan,
     LayoutError,
     SingleFilePlan,
@@ -30,6 +31,7 @@ __all__ = [
     "CASTABLE",
     "SIDECAR",
     "ComponentPlan",
+    "ConfigMismatchError",
     "DiffusersPlan",
     "LayoutError",
     "Rule",

@@ -50,6 +50,23 @@ class LayoutError(AssetkitError):
     """The file's layout is not one assetkit can map, or tensors the layout needs are missing."""
 
 
+#: How ``assetkit convert`` offers a file its own configs; other callers pass their own way.
+CONFIG_HINT = "pass --config DIR with its own"
+
+
+class ConfigMismatchError(LayoutError):
+    """The file and the configs it was planned with do not belong together (shapes, block counts).
+    The remedy is configs of its own, which each caller offers its own way: ``hint`` (default
+    :data:`CONFIG_HINT`), replaced with :meth:`with_hint`."""
+
+    def __init__(self, detail: str, where: str | None = None, hint: str = CONFIG_HINT) -> None:
+        self.detail, self.hint = detail, hint
+        super().__init__(f"{detail} ({hint})" if hint else detail, where)
+
+    def with_hint(self, hint: str) -> ConfigMismatchError:
+        return ConfigMismatchError(self.detail, self.where, hint)
+
+
 @dataclass(frozen=True)
 class ComponentPlan:
     name: str
@@ -129,6 +146,16 @@ def component_rules(kind: str, config: dict, source_names: Iterable[str] = ()) -
 
 
 # ---- configs ---------------------------------------------------------------------------------
+def config_files(folder: Path) -> list[Path]:
+    """The files of a config folder that a conversion reads (its JSON configs and the other
+    weightless files: tokenizers, ...); weights and hidden files are not configs."""
+    from ..formats.sniff import CHECKPOINT_SUFFIXES
+
+    return [p for p in sorted(Path(folder).rglob("*")) if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+            and p.suffix.lower() not in CHECKPOINT_SUFFIXES]
+
+
 def _read_config_dir(folder: Path) -> dict[str, Any]:
     """``relative path -> parsed JSON`` for every JSON file of a diffusers config folder."""
     out: dict[str, Any] = {}
@@ -145,16 +172,12 @@ def _read_config_dir(folder: Path) -> dict[str, Any]:
 
 def _folder_files(folder: Path) -> dict[str, bytes]:
     """``relative path -> bytes`` of every file of a weightless component folder (weights skipped)."""
-    from ..formats.sniff import CHECKPOINT_SUFFIXES
-
     out: dict[str, bytes] = {}
-    for path in sorted(folder.rglob("*")):
-        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)  # .cache/ of the hub
-        if path.is_file() and not hidden and path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-            try:
-                out[path.relative_to(folder).as_posix()] = path.read_bytes()
-            except OSError as exc:
-                raise AssetkitError(f"cannot read config: {exc}", where=str(path)) from None
+    for path in config_files(folder) if folder.is_dir() else []:
+        try:
+            out[path.relative_to(folder).as_posix()] = path.read_bytes()
+        except OSError as exc:
+            raise AssetkitError(f"cannot read config: {exc}", where=str(path)) from None
     return out
 
 
@@ -219,8 +242,7 @@ def _check_shapes(component: str, kind: str, config: Mapping[str, Any], targets:
     bad = [f"{component}/{n} is {list(by_name[n])}, the config wants {list(shape)}"
            for n, shape in _decisive_shapes(kind, config, prefix).items() if n in by_name and tuple(by_name[n]) != shape]
     if bad:
-        raise LayoutError("the file does not fit the configs (pass --config DIR with its own): " + "; ".join(bad[:3]),
-                          where=where)
+        raise ConfigMismatchError("the file does not fit the configs: " + "; ".join(bad[:3]), where=where)
 
 
 def _unknown_layout(asset: Asset, considered: str) -> LayoutError:
@@ -329,15 +351,17 @@ def plan_single_file_to_diffusers(asset: Asset, *, family: str | None = None,
             _check_shapes(comp, rules_kind, config, mapped.targets, str(asset.path))
         left = transformers.leftovers(rules_kind, mapped.unmatched, prefix) if rules_kind in transformers.RULES else []
         if left:
-            raise LayoutError(f"the file has {len(left)} {comp} tensors the config has no place for (more blocks, or "
-                              f"a guidance embedder), e.g. {left[0]}: pass --config DIR with its own", where=str(asset.path))
+            raise ConfigMismatchError(f"the file has {len(left)} {comp} tensors the config has no place for (more "
+                                      f"blocks, or a guidance embedder), e.g. {left[0]}", where=str(asset.path))
         claimed.update(p.source for t in mapped.targets for p in t.parts)
         components[comp] = ComponentPlan(comp, config, {}, mapped.targets,
                                          library="transformers" if "architectures" in config else "diffusers")
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise LayoutError(f"{len(missing)} tensors the {config_id or 'given'} layout needs are missing: {shown}",
-                          where=str(asset.path))
+        message = f"{len(missing)} tensors the {config_id or 'given'} layout needs are missing: {shown}"
+        if config_dir is None:  # the catalogue's configs: a file of other depths needs its own
+            raise ConfigMismatchError(message, where=str(asset.path))
+        raise LayoutError(message, where=str(asset.path))
     # Components with no weights in the single file: tokenizers, the scheduler, a feature extractor.
     weighted = set(components)
     for rel, value in ({} if standalone else configs).items():

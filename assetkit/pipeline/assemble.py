@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import AssetkitError
 from ..findings import Finding
+from .spec import BASE_CONFIG_ROLE
 from .tasks import AUTO_PIPELINES, resolve_task
 
 _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -51,14 +52,29 @@ def choose_dtype(requested: str, device: str) -> str:
     return requested
 
 
-def as_diffusers_folder(path: Path, workdir: Path | None = None, sha256: str | None = None) -> Path:
+#: What a spec offers a single-file base that does not fit the catalogue's configs.
+SPEC_CONFIG_HINT = "give it its own configs in the spec: base: {name: FILE, config: DIR}"
+#: ... and a single-file VAE or ControlNet (the spec has no configs for those).
+COMPONENT_CONFIG_HINT = ("convert it with its own configs first (assetkit convert FILE OUT --to diffusers "
+                         "--config DIR) and name OUT in the spec")
+
+
+def as_diffusers_folder(path: Path, workdir: Path | None = None, sha256: str | None = None, *,
+                        config_dir: Path | None = None, hint: str = COMPONENT_CONFIG_HINT) -> Path:
     """``path`` itself when it is a folder; a single original-layout file converted to a diffusers
-    folder once per content (:mod:`.assembled_cache`: under the registry, or ``workdir``)."""
+    folder once per content and configs (:mod:`.assembled_cache`: under the registry, or
+    ``workdir``), with ``config_dir``'s configs when given, else the catalogue's. A file that
+    does not fit the configs is a ConfigMismatchError whose hint is ``hint`` (how the caller
+    gives a file its own configs), or names ``config_dir`` when those were the configs."""
     if path.is_dir():
         return path
+    from ..convert import ConfigMismatchError
     from .assembled_cache import cached_diffusers_folder
 
-    return cached_diffusers_folder(path, sha256=sha256, root=workdir)
+    try:
+        return cached_diffusers_folder(path, sha256=sha256, root=workdir, config_dir=config_dir)
+    except ConfigMismatchError as exc:
+        raise exc.with_hint(f"configs from {config_dir}" if config_dir is not None else hint) from None
 
 
 def _params_from_files(module: Any, folder: Path, role: str) -> list[Finding]:
@@ -85,8 +101,12 @@ def _params_from_files(module: Any, folder: Path, role: str) -> list[Finding]:
     return findings
 
 
-def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdir: Path | None = None) -> Assembled:
-    """Build the spec's pipeline from ``sources`` (role -> Source with a local path)."""
+def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdir: Path | None = None,
+             config_hint: str = SPEC_CONFIG_HINT) -> Assembled:
+    """Build the spec's pipeline from ``sources`` (role -> Source with a local path).
+
+    ``config_hint``: how the caller gives a single-file base its own configs, shown when the file
+    does not fit the catalogue's (``assetkit smoke`` says ``--config DIR``)."""
     import tempfile
 
     import diffusers
@@ -99,7 +119,9 @@ def assemble(spec: Any, sources: dict[str, Any], *, device: str = "auto", workdi
     device = choose_device(device if device != "auto" else spec.device)
     dtype = choose_dtype(spec.dtype, device)
     torch_dtype = getattr(torch, _TORCH_DTYPES[dtype])
-    base = as_diffusers_folder(Path(sources["base"].path), workdir, sources["base"].sha256)
+    config = sources.get(BASE_CONFIG_ROLE)
+    base = as_diffusers_folder(Path(sources["base"].path), workdir, sources["base"].sha256,
+                               config_dir=Path(config.path) if config else None, hint=config_hint)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
     encoder_folder = None
     if spec.ip_adapter is not None:

@@ -19,6 +19,7 @@ from ..findings import Finding
 from ..formats import Asset, TensorInfo, open_asset
 from .ip_adapter_compat import check_image_encoder, check_ip_adapter
 from .lora_names import Renamer, renamer
+from .spec import BASE_CONFIG_ROLE
 from .tasks import AUTO_PIPELINES, task_findings
 
 #: The schedulers a Stable Diffusion (UNet, epsilon/v) pipeline accepts: diffusers'
@@ -349,7 +350,7 @@ def check_compatibility(spec: Any, sources: dict[str, Any]) -> CompatReport:
     modules = base_modules(parts)
     rename = renamer(Path(base_src.path), parts, _flat)
     for role, src in sources.items():
-        if role == "base":
+        if role in ("base", BASE_CONFIG_ROLE):  # the base's configs are read by the conversion, not probed
             continue
         with open_asset(src.path) as asset:
             result = _probe(asset)
@@ -473,7 +474,12 @@ def _embedding(asset: Asset, widths: dict[str, tuple[int | None, str]], where: s
 
 
 def compat_paths(spec: Any, root: Path | None = None) -> CompatReport:
-    """Resolve ``spec``'s names and check them (a convenience for the API)."""
-    from .sources import resolve
+    """Resolve ``spec``'s names (relative to ``root``, default the spec's folder) and check them
+    (a convenience for the API)."""
+    import dataclasses
 
-    return check_compatibility(spec, {role: resolve(name, root or spec.root) for role, name in spec.components()})
+    from .sources import resolve_spec
+
+    if root is not None:
+        spec = dataclasses.replace(spec, source=Path(root) / (spec.source.name if spec.source else "spec.yaml"))
+    return check_compatibility(spec, resolve_spec(spec))

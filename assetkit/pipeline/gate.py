@@ -41,7 +41,7 @@ def load_target(path: Path, *, hub: bool = False) -> tuple[Any, Any, dict[str, A
     """(spec, lock or None, sources, lock findings) for a spec or lock file; ``hub``: Hub ids
     are resolved (and a lock's Hub components downloaded at their pinned commits when missing)."""
     from .lock import is_lock_file, locate, read_lock, verify_lock
-    from .sources import fetch_missing, resolve
+    from .sources import fetch_missing, resolve_spec
     from .spec import load_spec
 
     if is_lock_file(path):
@@ -50,16 +50,19 @@ def load_target(path: Path, *, hub: bool = False) -> tuple[Any, Any, dict[str, A
         fetch_missing(lock, None)  # the team remote's hook: pulls pinned blobs that are missing here
         return lock.spec, lock, lock.sources(), verify_lock(lock)
     spec = load_spec(path)
-    return spec, None, {role: resolve(name, spec.root, hub=hub) for role, name in spec.components()}, []
+    return spec, None, resolve_spec(spec, hub=hub), []
 
 
 def validate_files(sources: dict[str, Any]) -> list[Finding]:
     """scan + validate of every component (a failing file names its role)."""
     from ..check.scan import scan_paths
     from ..check.validate import validate_path
+    from .spec import BASE_CONFIG_ROLE
 
     findings: list[Finding] = []
     for role, src in sources.items():
+        if role == BASE_CONFIG_ROLE:  # configs, not a checkpoint: pinned by the lock, read by the conversion
+            continue
         for result in scan_paths([src.path]):
             if result.verdict != "safe":
                 findings.append(Finding("scan-" + result.verdict, "error" if result.verdict != "unsafe" else "dangerous",
@@ -85,23 +88,28 @@ def run_check(path: Path, *, device: str = "auto", smoke: bool = True, report_di
     result = CheckResult(str(path))
     if lock is not None:
         result.suites["lock"] = lock_findings
-    result.suites["validate"] = validate_files(sources) if not lock_findings else [
-        Finding("validate-not-run", "error", "scan and validate not run: the lock's files changed or are missing",
-                "validate")]
+    lock_failed = any(f.failing for f in lock_findings)
+    # a failed lock stage: the files found (or the spec) are not the locked ones: no later stage runs on them
+    result.suites["validate"] = _not_run("validate", "scan and validate") if lock_failed else validate_files(sources)
     t1 = time.perf_counter()
-    try:
-        compat = check_compatibility(spec, sources)
-    except AssetkitError as exc:  # a missing or unreadable component (already a lock or validate error)
-        result.suites["compatibility"] = [Finding("compatibility-not-run", "error",
-                                                  f"compatibility not checked: {exc}", "compatibility")]
+    if lock_failed:
+        result.suites["compatibility"] = _not_run("compatibility", "compatibility")
     else:
-        result.compat = compat.to_dict()
-        result.suites["compatibility"] = compat.findings
+        try:
+            compat = check_compatibility(spec, sources)
+        except AssetkitError as exc:  # a missing or unreadable component (already a validate error)
+            result.suites["compatibility"] = [Finding("compatibility-not-run", "error",
+                                                      f"compatibility not checked: {exc}", "compatibility")]
+        else:
+            result.compat = compat.to_dict()
+            result.suites["compatibility"] = compat.findings
     result.timings |= {"validate": t1 - t0, "compatibility": time.perf_counter() - t1}
     if smoke:
         if result.ok:
             result.smoke = _smoke(spec, sources, device)
             result.suites["smoke"] = result.smoke.findings
+        elif lock_failed:
+            result.suites["smoke"] = _not_run("smoke", "smoke generation")
         else:
             result.suites["smoke"] = [Finding("smoke-not-run", "error",
                                               "smoke generation not run: an earlier check failed", "smoke")]
@@ -110,12 +118,18 @@ def run_check(path: Path, *, device: str = "auto", smoke: bool = True, report_di
     return result
 
 
-def _smoke(spec: Any, sources: dict[str, Any], device: str) -> Any:
-    from .assemble import assemble
+def _not_run(stage: str, what: str) -> list[Finding]:
+    """The finding of a stage that did not run because the lock stage failed."""
+    return [Finding(f"{stage}-not-run", "error",
+                    f"{what} not run: the lock stage failed, so what would run is not what was locked", stage)]
+
+
+def _smoke(spec: Any, sources: dict[str, Any], device: str, config_hint: str | None = None) -> Any:
+    from .assemble import SPEC_CONFIG_HINT, assemble
     from .smoke import SmokeResult, smoke
 
     try:
-        assembled = assemble(spec, sources, device=device)
+        assembled = assemble(spec, sources, device=device, config_hint=config_hint or SPEC_CONFIG_HINT)
     except AssetkitError as exc:
         return SmokeResult(findings=[Finding("assemble-failed", "error", str(exc), "assemble")])
     except Exception as exc:  # noqa: BLE001 - diffusers refusing the combination is a finding, not a crash
@@ -144,18 +158,28 @@ def write_outputs(result: CheckResult, report_dir: Path | None, junit: Path | No
 
 
 def smoke_one(name: str, *, device: str = "auto", steps: int = 4, size: int | None = None,
-              report_dir: Path | None = None, junit: Path | None = None, hub: bool = False) -> CheckResult:
-    """``assetkit smoke``: the smoke part alone for one model (a path or registry name)."""
-    from .sources import resolve
-    from .spec import PipelineSpec
+              report_dir: Path | None = None, junit: Path | None = None, hub: bool = False,
+              config: Path | None = None) -> CheckResult:
+    """``assetkit smoke``: the smoke part alone for one model (a path or registry name);
+    ``config``: a single file's own diffusers configs (instead of the catalogue's)."""
+    from ..convert.layout_convert import CONFIG_HINT
+    from .sources import resolve_spec
+    from .spec import PipelineSpec, limit_problem
 
-    spec = PipelineSpec(base=name)
+    for key, value in (("steps", steps), ("height", size)):
+        if value is not None and (problem := limit_problem(key, value)):
+            raise AssetkitError(f"{'--steps' if key == 'steps' else '--size'} {problem}")
+    spec = PipelineSpec(base=name, base_config=str(config) if config is not None else None,
+                        source=Path.cwd() / "smoke", label="assetkit smoke")
     spec.smoke.steps = steps
     if size:
         spec.smoke.height = spec.smoke.width = size
     result = CheckResult(name)
-    sources = {"base": resolve(name, Path.cwd(), hub=hub)}
-    result.smoke = _smoke(spec, sources, device)
+    try:
+        sources = resolve_spec(spec, hub=hub)
+    except AssetkitError as exc:  # no spec lines to name: the argument and what was tried
+        raise AssetkitError(exc.message) from None
+    result.smoke = _smoke(spec, sources, device, CONFIG_HINT)
     result.suites["smoke"] = result.smoke.findings
     write_outputs(result, report_dir, junit)
     return result

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..findings import Finding
-from .sources import Source, resolve
+from .sources import Source, resolve_spec
 from .spec import PipelineSpec, SpecError, spec_from_dict
 
 LOCK_VERSION = 2
@@ -62,6 +62,10 @@ class LockedComponent:
     registry_name: str | None = None  #: the record's name when the spec named a registry asset
     registry_sha256: str | None = None  #: the record's content id (the same on every machine)
     hub: dict[str, Any] | None = None  #: a Hub component: repo_id, the pinned commit, filename
+    #: set by :func:`locate` when the registry no longer holds the pinned asset: ``{"registry": its
+    #: root}`` (neither the content id nor the name found), plus ``"now"`` (id, name, sha256 of the
+    #: other asset the pinned name now names). Not stored in the lock file.
+    registry_note: dict[str, Any] | None = None
 
     def to_dict(self, base: Path | None = None) -> dict[str, Any]:
         registry = None
@@ -84,19 +88,32 @@ def _relative(path: Path, base: Path | None) -> str:
         return str(path)
 
 
+def spec_sha256(spec_doc: Any) -> str:
+    """sha256 of a lock's spec section, as canonical JSON (sorted keys, no spaces): a hand edit of
+    the spec inside a lock (a LoRA scale, the smoke settings) changes it."""
+    text = json.dumps(spec_doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass
 class Lock:
     spec: PipelineSpec
     components: list[LockedComponent] = field(default_factory=list)
     source: Path | None = None
     version: int = LOCK_VERSION  #: the version it was read as (written files are always LOCK_VERSION)
+    #: as read: (the sha256 pinned in the file, the sha256 of its spec section); the pinned one is
+    #: None for a lock written before locks pinned their spec
+    spec_pins: tuple[str | None, str] | None = None
 
     def to_dict(self, base: Path | None = None) -> dict[str, Any]:
-        """The JSON form; paths relative to ``base`` (default: the lock file's folder, when known)."""
+        """The JSON form; paths relative to ``base`` (default: the lock file's folder, when known).
+        ``spec_sha256`` pins the spec section itself (:func:`spec_sha256`)."""
         if base is None and self.source is not None:
             base = Path(self.source).resolve().parent
-        return {"assetkit_lock": LOCK_VERSION, "spec": self.spec.to_dict(),
+        spec = self.spec.to_dict()
+        return {"assetkit_lock": LOCK_VERSION, "spec": spec, "spec_sha256": spec_sha256(spec),
                 "components": [c.to_dict(base) for c in self.components]}
+
 
     def sources(self) -> dict[str, Source]:
         """role -> the pinned source (path and registry id)."""
@@ -114,10 +131,10 @@ def pin(path: Path) -> list[PinnedFile]:
 def lock_spec(spec: PipelineSpec, registry: Any | None = None, *, hub: bool = False) -> Lock:
     """Resolve every name of ``spec`` (Hub ids too with ``hub``: pinned to the commit got) and pin its files."""
     lock = Lock(spec)
-    for role, name in spec.components():
-        source = resolve(name, spec.root, registry, hub=hub)
-        lock.components.append(LockedComponent(role, name, str(source.path), pin(source.path), source.registry_id,
-                                               source.registry_name, source.registry_sha256, source.hub))
+    for role, source in resolve_spec(spec, registry, hub=hub).items():
+        lock.components.append(LockedComponent(role, source.name, str(source.path), pin(source.path),
+                                               source.registry_id, source.registry_name, source.registry_sha256,
+                                               source.hub))
     return lock
 
 
@@ -133,7 +150,10 @@ def write_lock(lock: Lock, dest: Path, overwrite: bool = True) -> Path:
 
 
 def is_lock_file(path: Path) -> bool:
-    """A lock is JSON with an ``assetkit_lock`` version; a spec is YAML."""
+    """A lock is JSON with an ``assetkit_lock`` version, or any file named ``*.lock`` (so that a
+    broken one is reported as a broken lock, not as a spec); a spec is YAML."""
+    if Path(path).suffix == ".lock":
+        return True
     try:
         with open(path, "rb") as fh:
             head = fh.read(64).lstrip()
@@ -149,8 +169,11 @@ def read_lock(path: Path) -> Lock:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError("no such file", where=str(path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"not a readable lock file: {exc}", where=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"not valid JSON (a lock is JSON): {exc.msg} at column {exc.colno}",
+                        where=f"{path}:{exc.lineno}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"not a readable lock file: {getattr(exc, 'strerror', None) or exc}", where=str(path)) from None
     version = doc.get("assetkit_lock") if isinstance(doc, dict) else None
     if not isinstance(version, int) or isinstance(version, bool):
         raise SpecError("not an assetkit lock (no integer assetkit_lock version)", where=str(path))
@@ -161,6 +184,7 @@ def read_lock(path: Path) -> Lock:
     folder = Path(path).resolve().parent
     try:
         spec = spec_from_dict(doc["spec"], source=Path(path).resolve(), where=f"{path} (spec)")
+        spec.lines, spec.label = {}, str(path)  # lines of the YAML it was re-read from mean nothing to the user
         components = [_component(c, version, folder) for c in doc["components"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SpecError(f"broken lock file: missing or wrong field {exc}", where=str(path)) from None
@@ -173,7 +197,11 @@ def read_lock(path: Path) -> Lock:
                            if part) or "in another order"
         raise SpecError(f"broken lock file: its components do not match its spec ({detail}); lock the spec again",
                         where=str(path))
-    return Lock(spec, components, source=Path(path), version=version)
+    pinned_spec = doc.get("spec_sha256")
+    if pinned_spec is not None and not isinstance(pinned_spec, str):
+        raise SpecError("broken lock file: spec_sha256 must be a string", where=str(path))
+    return Lock(spec, components, source=Path(path), version=version,
+                spec_pins=(pinned_spec, spec_sha256(doc["spec"])))
 
 
 def _component(doc: dict[str, Any], version: int, folder: Path) -> LockedComponent:
@@ -218,6 +246,7 @@ def locate(lock: Lock, registry: Any | None = None, *, hub: bool = False) -> Non
         return
     registry = registry if registry is not None else open_registry()
     for component in wanted:
+        note: dict[str, Any] = {"registry": str(getattr(registry, "root", ""))}
         for key in (component.registry_sha256, component.registry_name):
             if not key:
                 continue
@@ -227,8 +256,15 @@ def locate(lock: Lock, registry: Any | None = None, *, hub: bool = False) -> Non
                 continue
             if key == component.registry_sha256 and source.registry_sha256 != key:
                 continue  # the hash of a file inside another asset, not this asset's content id
+            if component.registry_sha256 and source.registry_sha256 != component.registry_sha256:
+                # the pinned name now names another asset: never take its files for the pinned ones
+                note["now"] = {"id": source.registry_id, "name": source.registry_name,
+                               "sha256": source.registry_sha256}
+                continue
             component.path, component.registry_id = str(source.path), source.registry_id
             break
+        else:
+            component.registry_note = note
 
 
 def _file_path(component: LockedComponent, pinned: PinnedFile) -> Path:
@@ -241,12 +277,55 @@ def missing_blobs(lock: Lock) -> list[str]:
     return sorted({p.sha256 for c in lock.components for p in c.files if not _file_path(c, p).is_file()})
 
 
+def _registry_finding(component: LockedComponent, lock: Lock) -> Finding:
+    """The pinned registry asset is not in this registry and its stored path is gone: say so, what
+    the pinned name names now, and how to get the asset back."""
+    note = component.registry_note or {}
+    name, pinned = component.registry_name or component.name, component.registry_sha256 or "?"
+    lock_file = lock.source or "LOCK"
+    remedy = (f"add it again (assetkit registry add PATH --name {name}) or pull it from the team remote "
+              f"(assetkit registry pull --lock {lock_file})")
+    where = f"{component.role} {component.name}"
+    now = note.get("now")
+    if now:
+        return Finding("lock-registry-changed", "error",
+                       f"registry name {name!r} now names another asset (#{now['id']} {now['name']}, content id "
+                       f"{(now['sha256'] or '?')[:16]}...), not the pinned one (content id {pinned[:16]}...), which "
+                       f"is no longer in the registry at {note.get('registry')}: {remedy}, or lock the spec again "
+                       f"to pin the asset the name names now", where)
+    return Finding("lock-registry-missing", "error",
+                   f"registry asset {name!r} (content id {pinned[:16]}...) is no longer in the registry at "
+                   f"{note.get('registry')}: {remedy}", where)
+
+
+def _spec_findings(lock: Lock) -> list[Finding]:
+    """The lock's spec section against its pin: edited by hand is an error, not pinned a warning."""
+    if lock.spec_pins is None:
+        return []
+    pinned, actual = lock.spec_pins
+    if pinned is None:
+        return [Finding("lock-spec-unpinned", "warning", "this lock does not pin its spec section (written by an "
+                        "older assetkit), so a hand edit of it would go unnoticed: lock the spec again to pin it",
+                        "spec")]
+    if pinned != actual:
+        return [Finding("lock-spec-changed", "error", f"the lock's spec section was edited after locking (sha256 "
+                        f"{actual[:16]}... != pinned {pinned[:16]}...): edit the spec file and lock it again "
+                        "(assetkit lock SPEC), not the lock", "spec")]
+    return []
+
+
 def verify_lock(lock: Lock) -> list[Finding]:
-    """Re-hash every pinned file: changed, missing and unpinned extra files are errors."""
-    findings: list[Finding] = []
+    """The spec section against its pin (``lock-spec-changed``), then every pinned file re-hashed:
+    changed, missing and unpinned extra files are errors; a pinned
+    registry asset that is no longer in the registry (its files gone) is ``lock-registry-missing``,
+    or ``lock-registry-changed`` when its name now names another asset."""
+    findings = _spec_findings(lock)
     for component in lock.components:
         root = Path(component.path)
         where = f"{component.role} {component.name}"
+        if component.registry_note and not all(_file_path(component, p).is_file() for p in component.files):
+            findings.append(_registry_finding(component, lock))
+            continue
         if not root.exists():
             findings.append(Finding("lock-missing", "error", f"{root} no longer exists", where))
             continue
@@ -256,12 +335,16 @@ def verify_lock(lock: Lock) -> list[Finding]:
                 findings.append(Finding("lock-missing", "error", f"pinned file {path} is missing", where))
                 continue
             size = path.stat().st_size
-            digest = file_sha256(path) if size == pinned.bytes else None
+            if size != pinned.bytes:  # sizes compared with sizes; the sha256 is not worth computing
+                findings.append(Finding("lock-changed", "error", f"{path} changed since the lock (size {size} bytes "
+                                        f"!= pinned {pinned.bytes} bytes)", where))
+                continue
+            digest = file_sha256(path)
             if digest != pinned.sha256:
                 findings.append(Finding(
                     "lock-changed", "error",
-                    f"{path} changed since the lock (sha256 {digest or f'not computed, size {size}'} "
-                    f"!= pinned {pinned.sha256[:16]}..., {pinned.bytes} bytes)", where))
+                    f"{path} changed since the lock (sha256 {digest[:16]}... != pinned {pinned.sha256[:16]}..., "
+                    f"both {size} bytes)", where))
         if root.is_dir():
             pinned_names = {p.path for p in component.files}
             extra = [f.relative_to(root).as_posix() for f in component_files(root)

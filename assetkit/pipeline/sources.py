@@ -37,23 +37,64 @@ _FILE_KINDS = ("lora", "textual_inversion", "ip_adapter")
 
 def resolve(name: str, root: Path, registry: Any | None = None, *, hub: bool = False) -> Source:
     """A spec name: an existing path (relative to ``root``), else a registry name or hash, else
-    (only with ``hub``) a Hugging Face Hub id (:mod:`.hub`)."""
+    (only with ``hub``) a Hugging Face Hub id (:mod:`.hub`). A name that resolves to nothing is
+    an AssetkitError saying what was tried (the path, the registry)."""
     from . import hub as hub_ids
 
     ref = hub_ids.parse_hub_id(name)
     if ref is not None and name.startswith(hub_ids.PREFIX):
         return hub_source(name, ref, allowed=hub)
-    candidate = Path(name).expanduser()
-    if not candidate.is_absolute():
-        candidate = root / candidate
+    candidate = _candidate(name, root)
     if candidate.exists():
         return Source(name, candidate.resolve())
     if ref is not None and hub:
         return hub_source(name, ref, allowed=True)
     if "/" in name or name.endswith((".safetensors", ".ckpt", ".pt", ".bin")):
-        hint = " (a Hugging Face Hub id? pass --hub to resolve it)" if ref is not None else ""
-        raise AssetkitError(f"no such file or directory{hint}", where=str(candidate))
-    return registry_source(registry if registry is not None else open_registry(), name)
+        hint = "; a Hugging Face Hub id? pass --hub to resolve it" if ref is not None else ""
+        raise AssetkitError(f"no such file or directory {candidate}{hint}")
+    registry = registry if registry is not None else open_registry()
+    try:
+        return registry_source(registry, name)
+    except AssetkitError as exc:
+        raise AssetkitError(f"neither a path (no {candidate}) nor an asset of the registry at "
+                            f"{getattr(registry, 'root', '?')} ({exc.message})") from None
+
+
+def _candidate(name: str, root: Path) -> Path:
+    candidate = Path(name).expanduser()
+    return candidate if candidate.is_absolute() else root / candidate
+
+
+def resolve_spec(spec: Any, registry: Any | None = None, *, hub: bool = False) -> dict[str, Source]:
+    """role -> Source for every component of ``spec`` (paths relative to the spec's folder). A name
+    that resolves to nothing is a SpecError naming the spec file and line, the role and what was
+    tried; the base's ``config`` must be a folder beside a single-file base."""
+    from .spec import BASE_CONFIG_ROLE, SpecError
+
+    out: dict[str, Source] = {}
+    for role, name in spec.components():
+        try:
+            if role == BASE_CONFIG_ROLE:
+                out[role] = _config_source(name, spec.root, out["base"])
+            else:
+                out[role] = resolve(name, spec.root, registry, hub=hub)
+        except SpecError:
+            raise
+        except AssetkitError as exc:
+            what = "base config" if role == BASE_CONFIG_ROLE else role
+            raise SpecError(f"{what} {name!r}: {exc}", where=spec.where(role)) from None
+    return out
+
+
+def _config_source(name: str, root: Path, base: Source) -> Source:
+    """The base's own configs: a folder (a path only, never a registry name), beside a single file."""
+    candidate = _candidate(name, root)
+    if not candidate.is_dir():
+        raise AssetkitError(f"no such folder {candidate}" if not candidate.exists()
+                            else f"{candidate} is not a folder (a diffusers folder or one of its configs only)")
+    if base.path.is_dir():
+        raise AssetkitError(f"configs are for a single-file base; {base.path} is a folder with its own")
+    return Source(name, candidate.resolve())
 
 
 def hub_source(name: str, ref: Any, *, allowed: bool) -> Source:

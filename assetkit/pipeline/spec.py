@@ -18,6 +18,29 @@ DTYPES = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("text-to-image", "image-to-image", "inpainting")
 
+#: The role of the base's own configs (``base: {name: FILE, config: DIR}``): pinned by a lock like
+#: any component, read by the single-file conversion, never scanned or probed as a checkpoint.
+BASE_CONFIG_ROLE = "base_config"
+
+#: The one table of numeric limits, for the spec and for ``assetkit smoke`` (``--steps``, ``--size``):
+#: key -> (lowest, highest) allowed. Height and width must also be multiples of :data:`SIZE_MULTIPLE`.
+LIMITS: dict[str, tuple[float, float]] = {
+    "steps": (1, 1000), "height": (8, 4096), "width": (8, 4096), "seed": (0, 2**64 - 1),
+    "guidance_scale": (0, 100), "scale": (-100, 100)}
+SIZE_MULTIPLE = 8
+
+
+def limit_problem(key: str, value: float) -> str | None:
+    """What is wrong with ``value`` for the limited field ``key`` (``steps``, ``height``, ``width``,
+    ``seed``, ``guidance_scale``, ``scale``), or None when it is allowed."""
+    low, high = LIMITS[key]
+    if not low <= value <= high:
+        return f"must be between {low:g} and {high:g}, not {value:g}" if key != "seed" else \
+            f"must be between 0 and 2**64 - 1, not {value}"
+    if key in ("height", "width") and value % SIZE_MULTIPLE:
+        return f"must be a multiple of {SIZE_MULTIPLE}, not {value}"
+    return None
+
 
 class SpecError(AssetkitError):
     """A spec (or lock) that cannot be read: names the file and line."""
@@ -60,6 +83,7 @@ class Smoke:
 @dataclass
 class PipelineSpec:
     base: str
+    base_config: str | None = None  #: the single-file base's diffusers configs (a folder), else the catalogue's
     vae: str | None = None
     loras: list[Adapter] = field(default_factory=list)
     controlnets: list[Adapter] = field(default_factory=list)
@@ -71,6 +95,12 @@ class PipelineSpec:
     task: str | None = None  #: None: inferred (assetkit.pipeline.tasks.resolve_task)
     smoke: Smoke = field(default_factory=Smoke)
     source: Path | None = None  #: the spec file (relative names resolve against its folder)
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)  #: role -> line in the spec
+    label: str = field(default="spec", compare=False, repr=False)  #: the spec file as the user named it
+
+    def where(self, role: str) -> str:
+        """``spec.yaml:LINE`` of a component's name (the file alone when the line is not known)."""
+        return f"{self.label}:{self.lines[role]}" if role in self.lines else self.label
 
     @property
     def root(self) -> Path:
@@ -79,6 +109,8 @@ class PipelineSpec:
     def components(self) -> list[tuple[str, str]]:
         """(role, name) for every named component: ``base``, ``vae``, ``lora[0]``, ``controlnet[0]``..."""
         out = [("base", self.base)]
+        if self.base_config:
+            out.append((BASE_CONFIG_ROLE, self.base_config))
         if self.vae:
             out.append(("vae", self.vae))
         out += [(f"lora[{i}]", a.name) for i, a in enumerate(self.loras)]
@@ -91,7 +123,8 @@ class PipelineSpec:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"base": self.base}
+        doc: dict[str, Any] = {"base": {"name": self.base, "config": self.base_config} if self.base_config
+                               else self.base}
         if self.vae:
             doc["vae"] = self.vae
         for key in ("loras", "controlnets", "textual_inversions"):
@@ -213,6 +246,8 @@ def _adapter(r: _Reader, node: Any, what: str, scale_key: str | None, extra: tup
     adapter = Adapter(name=r.name(fields["name"], f"{what} name"))
     if scale_key and scale_key in fields:
         adapter.scale = r.scalar(fields[scale_key], f"{what} {scale_key}", (int, float))
+        if problem := limit_problem("scale", adapter.scale):
+            raise r.error(fields[scale_key], f"{what} {scale_key} {problem}")
     if "token" in fields:
         adapter.token = r.scalar(fields["token"], f"{what} token", str)
     if "image" in fields:
@@ -238,16 +273,21 @@ def parse_spec(text: str, where: str = "spec", source: Path | None = None) -> Pi
     top = r.mapping(root, "the spec", _TOP)
     if "base" not in top:
         raise r.error(root, "the spec needs a base (a registry name or a path)")
-    spec = PipelineSpec(base=r.name(top["base"], "base"), source=source)
+    spec = PipelineSpec(base="", source=source, label=where)
+    _base(r, top["base"], spec)
     if "vae" in top:
         spec.vae = r.name(top["vae"], "vae")
-    for key, scale_key, extra in (("loras", "scale", ()), ("controlnets", "conditioning_scale", ("image",)),
-                                  ("textual_inversions", None, ("token",))):
+        spec.lines["vae"] = _line(top["vae"])
+    for key, role, scale_key, extra in (("loras", "lora", "scale", ()),
+                                        ("controlnets", "controlnet", "conditioning_scale", ("image",)),
+                                        ("textual_inversions", "textual_inversion", None, ("token",))):
         if key in top:
-            items = [_adapter(r, n, f"{key}[{i}]", scale_key, extra) for i, n in enumerate(r.sequence(top[key], key))]
-            setattr(spec, key, items)
+            nodes = r.sequence(top[key], key)
+            setattr(spec, key, [_adapter(r, n, f"{key}[{i}]", scale_key, extra) for i, n in enumerate(nodes)])
+            spec.lines.update({f"{role}[{i}]": _line(n) for i, n in enumerate(nodes)})
     if "ip_adapter" in top:
         spec.ip_adapter = _adapter(r, top["ip_adapter"], "ip_adapter", "scale", ("image_encoder",))
+        spec.lines["ip_adapter"] = spec.lines["image_encoder"] = _line(top["ip_adapter"])
     if "scheduler" in top:
         spec.scheduler = _scheduler(r, top["scheduler"])
     if "dtype" in top:
@@ -260,10 +300,8 @@ def parse_spec(text: str, where: str = "spec", source: Path | None = None) -> Pi
         fields = r.mapping(top["smoke"], "smoke", dict.fromkeys(_SMOKE_FIELDS, ""))
         for key, node in fields.items():
             value = r.scalar(node, f"smoke.{key}", _SMOKE_FIELDS[key])
-            if key in ("steps", "height", "width") and value < 1:
-                raise r.error(node, f"smoke.{key} must be at least 1, not {value}")
-            if key in ("height", "width") and value % 8:
-                raise r.error(node, f"smoke.{key} must be a multiple of 8, not {value}")
+            if key in LIMITS and (problem := limit_problem(key, value)):
+                raise r.error(node, f"smoke.{key} {problem}")
             if key == "ip_adapter_image" and spec.ip_adapter is None:
                 raise r.error(node, "smoke.ip_adapter_image needs an ip_adapter")
             if key == "strength" and not 0 < value <= 1:
@@ -279,6 +317,30 @@ def parse_spec(text: str, where: str = "spec", source: Path | None = None) -> Pi
         raise r.error(top.get("task", top["controlnets"]),
                       f"task {spec.task} with controlnets is not supported (text-to-image only)")
     return spec
+
+
+def _line(node: Any) -> int:
+    return node.start_mark.line + 1
+
+
+def _base(r: _Reader, node: Any, spec: PipelineSpec) -> None:
+    """``base: NAME`` or ``base: {name: FILE, config: DIR}`` (a single file's own diffusers configs)."""
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode):
+        spec.base = r.name(node, "base")
+        spec.lines["base"] = _line(node)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        raise r.error(node, "base must be a string (a registry name or a path) or a mapping {name, config}")
+    fields = r.mapping(node, "base", {"name": "", "config": ""})
+    if "name" not in fields:
+        raise r.error(node, "base needs a name")
+    spec.base = r.name(fields["name"], "base name")
+    spec.lines["base"] = _line(fields["name"])
+    if "config" in fields:
+        spec.base_config = r.name(fields["config"], "base config")
+        spec.lines[BASE_CONFIG_ROLE] = _line(fields["config"])
 
 
 def task_from_smoke(smoke: Smoke) -> str | None:
