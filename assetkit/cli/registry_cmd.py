@@ -242,7 +242,9 @@ def path_cmd(name: str, layout: str | None, root: Path | None, json_output: bool
               help="file: the original file, byte for byte; diffusers: a folder; single-file: a pipeline or "
                    "component as one original-layout file, through the converter.")
 @click.option("--link", type=click.Choice(["reflink", "hardlink", "symlink", "copy"]),
-              help="How whole blobs are placed (default: the first of these the file system allows).")
+              help="How whole blobs are placed (default: reflink where the file system can, else copy: an "
+                   "independent file). hardlink and symlink share the registry's bytes: editing the file "
+                   "would corrupt the registry.")
 @click.option("--overwrite", is_flag=True)
 @root_option
 @json_option
@@ -254,13 +256,18 @@ def export_cmd(name: str, dest: Path, form: str, link: str | None, overwrite: bo
     if json_output:
         emit_json({"ok": True, **result})
         return
-    click.echo(f"{result['asset']} -> {result['path']} ({result['form']}, {result['how']})")
+    how = result["how"]
+    if isinstance(how, dict):  # a folder: how many files each way
+        how = ", ".join(f"{n} {way}" for way, n in sorted(how.items()))
+    click.echo(f"{result['asset']} -> {result['path']} ({result['form']}, {how})")
 
 
 @command.command("export-tree")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--layout", type=click.Choice(["comfyui", "a1111"]), required=True)
-@click.option("--link", type=click.Choice(["reflink", "hardlink", "symlink", "copy"]))
+@click.option("--link", type=click.Choice(["reflink", "hardlink", "symlink", "copy"]),
+              help="How single files are placed (default: the first of reflink, hardlink, symlink, copy the "
+                   "file system allows; folders are symbolic links to the registry's views).")
 @root_option
 @json_option
 @handles_errors

@@ -141,6 +141,7 @@ def add_path(reg: Registry, path: str | os.PathLike[str], *, name: str | None = 
     if name is not None:
         check_name(name)
     options = dict(name=name, tags=tags, description=description, kind=kind, family=family, progress=progress)
+    repaired_before = len(reg.store.repaired)
     if p.is_dir():
         result = _add_folder(reg, p, follow_root=follow_root, **options)
     elif not p.is_file():
@@ -154,6 +155,13 @@ def add_path(reg: Registry, path: str | os.PathLike[str], *, name: str | None = 
             result = _add_pickle(reg, p, config_dir=config_dir, **options)
         else:
             raise not_a_checkpoint_error(sniffed, p)
+    repaired = reg.store.repaired[repaired_before:]
+    if repaired:
+        from .export import remove_views_of_blobs
+
+        remove_views_of_blobs(reg, repaired)
+        result.notes.append(f"repaired {len(repaired)} damaged blob(s) (their size on disk was wrong): replaced "
+                            "by the verified bytes just added; views that used them are rebuilt on next use")
     result.seconds = time.perf_counter() - started
     return result
 
@@ -191,7 +199,7 @@ def _add_pickle(reg: Registry, p: Path, *, name: str | None, progress: Progress 
     with reg.connection() as conn:
         pickle_hashes = file_hashes(conn, p, None)
     existing = reg._find_own(pickle_hashes.sha256, algos=("source_sha256",))
-    if existing is not None:
+    if existing is not None and not reg._damaged(existing):
         return AddResult(existing, False, notes=["already registered (same pickle sha256)"])
     reg.tmp.mkdir(parents=True, exist_ok=True)
     converted = reg.tmp / f"{secrets.token_hex(8)}-{name_from_path(p)}.safetensors"
@@ -199,10 +207,13 @@ def _add_pickle(reg: Registry, p: Path, *, name: str | None, progress: Progress 
         report = convert_file(p, converted, keep_metadata=True, progress=progress, warn=lambda line: None)
         result = _add_file(reg, converted, name=name or name_from_path(p), progress=None, source=p, config_dir=config_dir,
                            source_format=report.source_format,
-                           extra_hashes=[("source_sha256", report.source_sha256, p.name)], **options)
+                           extra_hashes=[("source_sha256", report.source_sha256, p.name)], repair_of=existing,
+                           **options)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(converted)
+    if existing is not None:
+        return result
     result.notes.append(f"pickle scanned and stored as safetensors ({report.tensors} tensors); its sha256 "
                         f"{report.source_sha256} is recorded")
     return result
@@ -221,7 +232,7 @@ def _tiles(asset: Any, data_start: int, size: int) -> bool:
 def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...], description: str,
               kind: str | None, family: str | None, progress: Progress | None, source: Path | None = None,
               source_format: str = "safetensors", extra_hashes: list[tuple[str, str, str]] | None = None,
-              config_dir: Path | None = None) -> AddResult:
+              config_dir: Path | None = None, repair_of: AssetRecord | None = None) -> AddResult:
     from ..formats import open_asset
     from ..probe import probe
 
@@ -231,7 +242,9 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
         hashes = file_hashes(conn, p, data_start, progress)
     existing = reg._find_own(hashes.sha256, algos=("sha256",))
     if existing is not None and source is None:
-        return AddResult(existing, False, notes=["already registered (same sha256)"])
+        if not reg._damaged(existing):
+            return AddResult(existing, False, notes=["already registered (same sha256)"])
+        repair_of = existing  # store everything again: the damaged blobs are replaced, nothing is indexed
     size = p.stat().st_size
     notes: list[str] = []
     with open_asset(p) as asset:
@@ -239,7 +252,8 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
         final_kind, final_family, overrides = _identity(result, kind, family)
         relpath = shown.name if source is None else name_from_path(shown) + ".safetensors"
         hash_rows = [(algo, value, relpath) for algo, value in hashes.as_rows()] + list(extra_hashes or [])
-        planned = _Planned(name=_unique_name(reg, name or name_from_path(shown), name is not None), kind=final_kind,
+        planned = _Planned(name=_unique_name(reg, name or name_from_path(shown), name is not None and repair_of is None),
+                           kind=final_kind,
                            family=final_family, probe={**result.to_dict(), "dtypes": asset.dtype_counts()}, source_format=source_format, storage="whole",
                            sha256=hashes.sha256, size=size, files=[], hashes=hash_rows, blobs={},
                            description=description, overrides=overrides, variant=result.variant,
@@ -280,10 +294,23 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
             planned.files = [FileRecord(relpath, hashes.sha256, size, blob, None)]
             planned.blobs = {blob: size}
             planned.fingerprint = _fingerprint(asset) if result.kind != "pipeline" else None
+    if repair_of is not None:
+        return _repaired(reg, repair_of, "same sha256" if source is None else "same pickle sha256")
     record = reg._insert(planned)
     if planned.existing:
         return AddResult(record, False, notes=["already registered (added meanwhile by another process)"])
     return AddResult(record, True, notes=notes)
+
+
+def _repaired(reg: Registry, record: AssetRecord, why: str) -> AddResult:
+    """The result of adding again the bytes of ``record`` after some of its blobs were found missing
+    or damaged: everything was stored again (a damaged blob is replaced, see :mod:`.blobs`)."""
+    note = f"already registered ({why}); what of it was missing or damaged in the store is stored again"
+    left = reg._damaged(record)
+    if left:
+        note += (f", but {len(left)} blob(s) are still missing or damaged (first: {left[0]}; run "
+                 "`assetkit registry verify`)")
+    return AddResult(record, False, notes=[note])
 
 
 def _store_header(reg: Registry, p: Path, data_start: int) -> tuple[str, int]:
@@ -495,13 +522,14 @@ def _add_folder(reg: Registry, root: Path, *, name: str | None, tags: tuple[str,
     folder_sha = hashlib.sha256("".join(
         f"{path.relative_to(root).as_posix()}\0{all_hashes[path].sha256}\n" for path in files).encode()).hexdigest()
     existing = reg._find_own(folder_sha, algos=("sha256",))
-    if existing is not None:
+    if existing is not None and not reg._damaged(existing):
         return AddResult(existing, False, notes=["already registered (same files)"])
     notes: list[str] = []
     with open_asset(root) as asset:
         result = probe(asset)
         final_kind, final_family, overrides = _identity(result, kind, family)
-        planned = _Planned(name=_unique_name(reg, name or name_from_path(root), name is not None), kind=final_kind,
+        planned = _Planned(name=_unique_name(reg, name or name_from_path(root), name is not None and existing is None),
+                           kind=final_kind,
                            family=final_family, probe=result.to_dict(), source_format="diffusers", storage="files",
                            sha256=folder_sha, size=sum(f.stat().st_size for f in files),
                            files=[], hashes=[("sha256", folder_sha, "")], blobs={}, description=description,
@@ -535,6 +563,8 @@ def _add_folder(reg: Registry, root: Path, *, name: str | None, tags: tuple[str,
                 planned.canonical = cblob.sha256
                 planned.storage = "canonical"
                 planned.hashes.append(("canonical_sha256", cblob.sha256, ""))
+    if existing is not None:
+        return _repaired(reg, existing, "same files")
     record = reg._insert(planned)
     if planned.existing:
         return AddResult(record, False, notes=["already registered (added meanwhile by another process)"])

@@ -328,6 +328,16 @@ class Registry:
             "ON c.component_id = r.asset_id WHERE c.pipeline_id = ? ORDER BY 1", (asset_id, asset_id))
         return [r[0] for r in rows]
 
+    def _damaged(self, record: AssetRecord) -> list[str]:
+        """Blobs the asset needs that are missing from the store or whose size on disk is not the
+        index's (one ``stat`` each): adding the original again replaces them."""
+        blobs = self._blobs_of(record.id)
+        if not blobs:
+            return []
+        sizes = {r[0]: r[1] for r in self.conn.execute(
+            f"SELECT sha256, size FROM blobs WHERE sha256 IN ({','.join('?' * len(blobs))})", blobs)}
+        return [sha for sha in blobs if not self.store.has_size(sha, sizes.get(sha, -1))]
+
     def _shares(self, record: AssetRecord) -> list[dict[str, Any]]:
         blobs = self._blobs_of(record.id)
         if not blobs:

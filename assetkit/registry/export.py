@@ -1,7 +1,10 @@
 """Getting assets out of the user's registry: files, diffusers folders, views and UI model trees.
 
-* :func:`link_file`: reflink -> hardlink -> symlink -> copy, the first the file system allows (or
-  the one asked for). Blobs are read-only; a hard link shares that.
+* :func:`link_file`: the first strategy of an order that the file system allows (or the one asked
+  for). The registry's own read-only places (views, ``export-tree`` link trees) use :data:`LINKS`,
+  reflink -> hardlink -> symlink -> copy; a file handed to the user (``export``) uses
+  :data:`EXPORT_LINKS`, reflink -> copy, an independent file: a hard link or a symbolic link shares
+  the blob's bytes, so editing it would corrupt the registry (only when asked for explicitly).
 * :func:`export_asset`: an asset as its original file (rebuilt byte for byte from its recipe, the
   sha256 checked while writing) or as a folder (every original file rebuilt).
 * :func:`view_path`: what :meth:`Registry.path` hands out, built once under ``views/<id>-<layout>``:
@@ -29,7 +32,11 @@ from .records import AssetRecord, FileRecord
 if TYPE_CHECKING:
     from .api import Registry
 
+#: every strategy, and the default order of the registry's own views and link trees
 LINKS = ("reflink", "hardlink", "symlink", "copy")
+#: the default order of ``export``: an independent file (a reflink is copy-on-write), never one that
+#: shares the blob's bytes unless ``--link hardlink|symlink`` asks for it
+EXPORT_LINKS = ("reflink", "copy")
 _FICLONE = 0x40049409
 #: file layout views rebuild recipes up to this size; bigger files get a link to the canonical blob
 VIEW_REBUILD_LIMIT = 256 * 1024 * 1024
@@ -60,11 +67,12 @@ def _reflink(src: Path, dst: Path) -> None:
             raise
 
 
-def link_file(src: Path, dst: Path, strategy: str | None = None) -> str:
-    """Make ``dst`` show the bytes of ``src``; returns the strategy used. ``dst`` must not exist."""
+def link_file(src: Path, dst: Path, strategy: str | None = None, order: tuple[str, ...] = LINKS) -> str:
+    """Make ``dst`` show the bytes of ``src`` by ``strategy``, else by the first of ``order`` the file
+    system allows; returns the strategy used. ``dst`` must not exist."""
     if dst.exists() or dst.is_symlink():
         raise OutputExistsError("exists", where=str(dst))
-    order = [strategy] if strategy else list(LINKS)
+    order = (strategy,) if strategy else order
     last: OSError | None = None
     for how in order:
         try:
@@ -88,8 +96,10 @@ def link_file(src: Path, dst: Path, strategy: str | None = None) -> str:
     raise AssetkitError(f"cannot {strategy or 'link or copy'} to {dst}: {last.strerror if last else ''}")
 
 
-def write_file(reg: Registry, f: FileRecord, dst: Path, link: str | None = None, overwrite: bool = False) -> str:
-    """One file of an asset at ``dst``: a link to its blob, or rebuilt from its recipe (checked)."""
+def write_file(reg: Registry, f: FileRecord, dst: Path, link: str | None = None, overwrite: bool = False,
+               order: tuple[str, ...] = LINKS) -> str:
+    """One file of an asset at ``dst``: its blob placed by ``link`` (else the first of ``order`` the
+    file system allows), or rebuilt from its recipe (checked)."""
     if f.blob is not None:
         if not reg.store.has(f.blob):
             from .blobs import BlobError
@@ -97,7 +107,7 @@ def write_file(reg: Registry, f: FileRecord, dst: Path, link: str | None = None,
             raise BlobError(f"blob {f.blob} of {f.relpath} is missing from the store (run `assetkit registry verify`)")
         if overwrite and (dst.is_symlink() or dst.is_file()):
             os.unlink(dst)
-        return link_file(reg.store.path(f.blob), dst, link)
+        return link_file(reg.store.path(f.blob), dst, link, order)
     if link not in (None, "copy"):
         raise AssetkitError(f"{f.relpath} is rebuilt from its components (a recipe): it can only be written, "
                             f"not linked (--link {link})")
@@ -137,7 +147,7 @@ def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = 
         if single is None:
             raise AssetkitError(f"{record.name} is a folder asset: export it as 'diffusers'")
         target = dest / single.relpath if dest.is_dir() else dest
-        how = write_file(reg, single, target, link, overwrite)
+        how = write_file(reg, single, target, link, overwrite, EXPORT_LINKS)
         return {"asset": record.name, "form": "file", "path": str(target), "sha256": single.sha256, "how": how}
     if form == "single-file":
         return _export_single_file(reg, record, dest, overwrite)
@@ -155,7 +165,7 @@ def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = 
         for relpath, f in entries:
             target = staging / relpath
             target.parent.mkdir(parents=True, exist_ok=True)
-            how = write_file(reg, f, target, link)
+            how = write_file(reg, f, target, link, order=EXPORT_LINKS)
             used[how] = used.get(how, 0) + 1
         if dest.exists():
             dest.rmdir()
@@ -280,6 +290,17 @@ def remove_view(reg: Registry, asset_id: int) -> None:
             continue  # not ours
         if folder.is_dir() and folder.resolve().parent == reg.views.resolve():
             _remove_own_tree(folder)
+
+
+def remove_views_of_blobs(reg: Registry, blobs: list[str]) -> None:
+    """Remove the views of every asset needing one of ``blobs`` (and of the pipelines using such an
+    asset): a view may hold a hard link to a blob's old, damaged file. They are rebuilt on next use."""
+    marks = ",".join("?" * len(blobs))
+    ids = {r[0] for r in reg.conn.execute(f"SELECT asset_id FROM refs WHERE blob IN ({marks})", blobs)}
+    ids |= {r[0] for r in reg.conn.execute(
+        f"SELECT pipeline_id FROM components WHERE component_id IN ({','.join('?' * len(ids))})", tuple(ids))}
+    for asset_id in sorted(ids):
+        remove_view(reg, asset_id)
 
 
 # ---- export-tree: ComfyUI / A1111 models trees ---------------------------------------------------
