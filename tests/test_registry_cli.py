@@ -176,3 +176,18 @@ def test_every_registry_verb_is_documented_in_the_readme() -> None:
     section = text.split("## The registry", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"assetkit registry ([a-z-]+)", section))
     assert set(command.commands) <= documented, set(command.commands) - documented
+
+
+def test_unknown_kind_or_family_is_a_usage_error_listing_the_ids(tmp_path: Path) -> None:
+    from assetkit.ids import Family, Kind, ids
+
+    root = tmp_path / "reg"
+    lora = make_fixture("lora_sd15_kohya", tmp_path / "in", "safetensors")
+    for option, value, literal in (("--kind", "bogus", Kind), ("--family", "nonsense", Family)):
+        out = run(root, "add", str(lora), option, value, code=2)
+        assert out.strip().splitlines() == [f"assetkit: error: unknown {option[2:]} {value!r}: choose one of "
+                                            f"{', '.join(ids(literal))}"]
+        assert run(root, "ls", option, value, "--json", code=2)["ok"] is False
+    assert run(root, "ls", "--all", "--json")["assets"] == []  # nothing was stored
+    added = run(root, "add", str(lora), "--kind", "lora", "--family", "sd1", "--json")
+    assert added["asset"]["kind"] == "lora" and added["asset"]["family"] == "sd1"

@@ -8,7 +8,11 @@ from typing import Any
 
 import click
 
+from ..ids import Family, Kind, ids
 from ._common import EXIT_PROBLEMS, emit_json, handles_errors, human_bytes, json_option
+
+#: the ids --kind and --family take (checked by the API, listed in the help)
+_KINDS, _FAMILIES = ", ".join(ids(Kind)), ", ".join(ids(Family))
 
 root_option = click.option("--root", type=click.Path(path_type=Path), envvar="ASSETKIT_HOME",
                            help="Registry folder (default: $ASSETKIT_HOME, else the platform's user data dir).")
@@ -55,8 +59,8 @@ def command() -> None:
 @click.option("--name", help="Name (default: from the file or folder name).")
 @click.option("--tag", "tags", multiple=True, help="Tag (repeatable).")
 @click.option("--description", default="", help="Free text.")
-@click.option("--kind", help="Override the probe's kind (its answer is kept as evidence).")
-@click.option("--family", help="Override the probe's family (its answer is kept as evidence).")
+@click.option("--kind", help=f"Override the probe's kind (its answer is kept as evidence): {_KINDS}.")
+@click.option("--family", help=f"Override the probe's family (its answer is kept as evidence): {_FAMILIES}.")
 @click.option("--config", "config", type=click.Path(path_type=Path),
               help="A diffusers folder whose configs split a single file (default: the catalogue's).")
 @root_option
@@ -86,8 +90,8 @@ def add_cmd(path: Path, name: str | None, tags: tuple[str, ...], description: st
 
 @command.command("ls")
 @click.argument("pattern", required=False)
-@click.option("--kind")
-@click.option("--family")
+@click.option("--kind", help=f"Only this kind: {_KINDS}.")
+@click.option("--family", help=f"Only this family: {_FAMILIES}.")
 @click.option("--tag")
 @click.option("--all", "include_parts", is_flag=True, help="Also list the components of pipelines.")
 @root_option

@@ -115,6 +115,17 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+def check_id(value: str | None, literal: object, what: str) -> str | None:
+    """``value`` when it is one of the ids of ``literal`` (:mod:`assetkit.ids`) or None; else a usage
+    error that lists them (``--kind``/``--family`` of ``add`` and ``ls``)."""
+    from ..ids import ids
+
+    allowed = ids(literal)
+    if value is not None and value not in allowed:
+        raise AssetkitError(f"unknown {what} {value!r}: choose one of {', '.join(allowed)}")
+    return value
+
+
 def name_from_path(path: Path) -> str:
     stem = path.name if path.is_dir() else path.name.split(".")[0] or path.name
     cleaned = re.sub(r"[\x00-\x1f/\\:]+", "_", stem).strip().lstrip("-.") or "asset"
@@ -137,6 +148,10 @@ def add_path(reg: Registry, path: str | os.PathLike[str], *, name: str | None = 
     p = Path(path)
     if not p.exists():
         raise missing_path_error(p)
+    from ..ids import Family, Kind
+
+    check_id(kind, Kind, "kind")
+    check_id(family, Family, "family")
     tags = tuple(check_name(t, "tag") for t in tags)
     if name is not None:
         check_name(name)

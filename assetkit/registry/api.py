@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import AssetkitError
 from . import index as _index
-from .add import AddResult, _Planned, add_path, check_name
+from .add import AddResult, _Planned, add_path, check_id, check_name
 from .blobs import LocalBlobStore
 from .locks import RegistryLock
 from .records import AssetRecord, FileRecord
@@ -290,6 +290,10 @@ class Registry:
     def ls(self, *, kind: str | None = None, family: str | None = None, tag: str | None = None,
            pattern: str | None = None, include_parts: bool = False) -> list[dict[str, Any]]:
         """Summaries of the assets (components of pipelines only with ``include_parts``), by name."""
+        from ..ids import Family, Kind
+
+        check_id(kind, Kind, "kind")
+        check_id(family, Family, "family")
         where, args = ["a.auto = 0"] if not include_parts else [], []
         for clause, value in (("a.kind = ?", kind), ("a.family = ?", family),
                               ("a.id IN (SELECT asset_id FROM tags WHERE tag = ?)", tag), ("a.name GLOB ?", pattern)):
