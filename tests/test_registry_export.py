@@ -103,3 +103,47 @@ def test_readding_a_folder_repairs_its_damaged_blobs(tmp_path: Path, tiny_pipeli
     reg.close()
     text = run(root, "verify", code=1)
     assert "does not hash to its name" in text and "assetkit registry rm" in text and "gc" in text
+
+
+def _yaml_folders(snippet: str) -> list[str]:
+    return [line.split(":", 1)[0].strip() for line in snippet.splitlines()[2:] if line.strip()]
+
+
+def test_export_tree_gives_component_folders_as_one_weights_file(tmp_path: Path,
+                                                                 tiny_pipeline: Path) -> None:  # noqa: F811
+    """ComfyUI's ControlNet and VAE loaders read one .safetensors file (and convert diffusers names
+    themselves); only full pipelines belong under diffusers/. A1111 converts a diffusers ControlNet,
+    not a diffusers VAE."""
+    import torch
+    from diffusers import AutoencoderKL, ControlNetModel
+    from safetensors.numpy import load_file
+
+    from assetkit.factory.pipeline_assets import save_tiny_controlnet, save_tiny_vae_folder
+
+    cn_dir = save_tiny_controlnet(tiny_pipeline, tmp_path / "in" / "cn")
+    vae_dir = save_tiny_vae_folder(tmp_path / "in" / "vf", seed=5)
+    root = tmp_path / "reg"
+    run(root, "add", str(cn_dir), "--name", "cn")
+    run(root, "add", str(vae_dir), "--name", "vf")
+    run(root, "add", str(tiny_pipeline), "--name", "pipe")
+    tree = tmp_path / "comfy"
+    doc = run(root, "export-tree", str(tree), "--layout", "comfyui", "--json")
+    assert doc["linked"] == 3 and doc["skipped"] == []
+    assert sorted(p.name for p in (tree / "diffusers").iterdir()) == ["pipe"]
+    for folder in _yaml_folders(doc["extra_model_paths_yaml"]):
+        assert (tree / folder).is_dir(), folder
+    for rel, source, cls in (("controlnet/cn.safetensors", cn_dir, ControlNetModel),
+                             ("vae/vf.safetensors", vae_dir, AutoencoderKL)):
+        path = tree / rel
+        assert path.is_file(), rel
+        got, want = load_file(path), load_file(source / "diffusion_pytorch_model.safetensors")
+        assert got.keys() == want.keys() and all((got[k] == want[k]).all() for k in want)
+        model = cls.from_config(cls.load_config(source))  # diffusers takes the file's names as they are
+        missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in got.items()}, strict=False)
+        assert not missing and not unexpected
+    a1111 = tmp_path / "webui"
+    doc = run(root, "export-tree", str(a1111), "--layout", "a1111", "--json")
+    assert (a1111 / "models" / "ControlNet" / "cn.safetensors").is_file()
+    assert not any((a1111 / "models" / "VAE").iterdir())
+    reasons = {item.split(" ", 1)[0]: item for item in doc["skipped"]}
+    assert set(reasons) == {"vf", "pipe"} and "--as single-file" in reasons["vf"]

@@ -42,7 +42,10 @@ _FICLONE = 0x40049409
 VIEW_REBUILD_LIMIT = 256 * 1024 * 1024
 LEDGER = ".assetkit-tree.json"
 
-#: kind -> subfolder of a ComfyUI / A1111 models tree
+#: kind -> subfolder of a ComfyUI / A1111 models tree. A single-file asset goes to its kind's folder
+#: as ``<name>.safetensors``; so does a component folder (a diffusers ``vae/``, ``controlnet/``...,
+#: added on its own) as a link to its one weights file, since these loaders read one file and convert
+#: diffusers names themselves; a full pipeline folder goes under ``diffusers`` (ComfyUI only).
 TREE_LAYOUTS: dict[str, dict[str, str]] = {
     "comfyui": {"pipeline": "checkpoints", "lora": "loras", "vae": "vae", "controlnet": "controlnet",
                 "textual_inversion": "embeddings", "text_encoder": "text_encoders", "unet": "diffusion_models",
@@ -53,6 +56,9 @@ TREE_LAYOUTS: dict[str, dict[str, str]] = {
               "controlnet": "models/ControlNet", "textual_inversion": "embeddings", "ip_adapter": "models/ControlNet",
               "t2i_adapter": "models/ControlNet"},
 }
+#: kinds whose loader in that UI reads original-layout names only: a diffusers component folder of
+#: that kind is left out of the tree (A1111 loads a VAE's state dict as it is, without converting)
+TREE_ORIGINAL_ONLY: dict[str, frozenset[str]] = {"comfyui": frozenset(), "a1111": frozenset({"vae"})}
 
 
 def _reflink(src: Path, dst: Path) -> None:
@@ -325,6 +331,46 @@ def _is_ours(path: Path, entry: dict[str, Any]) -> bool:
     return [st.st_dev, st.st_ino] == entry.get("inode")
 
 
+def _tree_place(reg: Registry, record: AssetRecord, layout: str) -> tuple[Path, Path] | str:
+    """Where ``record`` goes in a ``layout`` tree and what it shows there (a view's file or folder),
+    or why it is left out."""
+    folders = TREE_LAYOUTS[layout]
+    if _single_file(record) is not None:
+        sub = folders.get(record.kind)
+        if sub is None:
+            return f"{layout} has no folder for a {record.kind}"
+        try:
+            return Path(sub) / f"{record.name}.safetensors", view_path(reg, record, "file")
+        except AssetkitError as exc:
+            return str(exc)
+    if record.kind == "pipeline":
+        sub = folders.get("diffusers")
+        if sub is None:
+            return (f"a diffusers pipeline folder, which {layout} does not load; "
+                    f"`assetkit registry export {record.name} FILE --as single-file` makes one file of it")
+        try:
+            return Path(sub) / record.name, view_path(reg, record, "diffusers")
+        except AssetkitError as exc:
+            return str(exc)
+    sub = folders.get(record.kind)
+    if sub is None:
+        return f"{layout} has no folder for a {record.kind}"
+    if record.kind in TREE_ORIGINAL_ONLY[layout]:
+        return (f"a diffusers {record.kind} folder; {layout} reads original-layout names only: "
+                f"`assetkit registry export {record.name} FILE --as single-file` converts it")
+    if record.canonical_sha256 is None:
+        return f"a {record.kind} folder without weights"
+    try:
+        folder = view_path(reg, record, "diffusers")
+    except AssetkitError as exc:
+        return str(exc)
+    weights = next((folder / name for name in (DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS) if (folder / name).is_file()),
+                   None)
+    if weights is None:
+        return f"a {record.kind} folder without one weights file"
+    return Path(sub) / f"{record.name}.safetensors", weights
+
+
 def export_tree(reg: Registry, dest: Path, layout: str, link: str | None = None) -> dict[str, Any]:
     """Build (or rebuild) a models tree at ``dest`` for ``layout`` ("comfyui" or "a1111")."""
     if layout not in TREE_LAYOUTS:
@@ -344,25 +390,21 @@ def export_tree(reg: Registry, dest: Path, layout: str, link: str | None = None)
             kept.append(entry["path"])
     entries: list[dict[str, Any]] = []
     skipped: list[str] = []
+    for sub in sorted(set(folders.values())):  # every folder the layout (and the yaml) names exists
+        (dest / sub).mkdir(parents=True, exist_ok=True)
     for item in reg.ls():
         record = reg.get(item["id"])
-        single = _single_file(record)
-        sub = folders.get(record.kind if single is not None else "diffusers")
-        if sub is None:
-            skipped.append(record.name)
+        placed = _tree_place(reg, record, layout)
+        if isinstance(placed, str):
+            skipped.append(f"{record.name} ({placed})")
             continue
-        try:
-            source = view_path(reg, record, "file" if single is not None else "diffusers")
-        except AssetkitError:
-            skipped.append(record.name)
-            continue
-        rel = Path(sub) / (f"{record.name}.safetensors" if single is not None else record.name)
-        target = (dest / rel)
+        rel, source = placed
+        target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() or target.is_symlink():
             skipped.append(f"{record.name} ({rel} exists and is not ours)")
             continue
-        if single is None:  # a folder: always a symbolic link to the view
+        if source.is_dir():  # a pipeline folder: always a symbolic link to the view
             os.symlink(source, target)
             how = "symlink"
         else:
