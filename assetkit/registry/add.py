@@ -275,8 +275,8 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
                            prediction_type=result.prediction_type, layout=result.layout, tags=tags,
                            explicit_name=name is not None)
         split = _plan_split(asset, family, config_dir) if result.kind in SPLITTABLE else None
-        if result.kind == "pipeline" and split is None:
-            notes.append("stored whole as one blob: the converter cannot split this checkpoint into components")
+        if split is None and result.kind in SPLITTABLE and (result.kind == "pipeline" or result.layout == "original"):
+            notes.append(not_split_note(result.kind, final_family))
         if split is not None and (data_start is None or not _tiles(asset, data_start, size)):
             notes.append("stored whole as one blob: the file has bytes its header does not account for")
             split = None
@@ -326,6 +326,20 @@ def _repaired(reg: Registry, record: AssetRecord, why: str) -> AddResult:
         note += (f", but {len(left)} blob(s) are still missing or damaged (first: {left[0]}; run "
                  "`assetkit registry verify`)")
     return AddResult(record, False, notes=[note])
+
+
+def not_split_note(kind: str, family: str | None) -> str:
+    """What was not shared when the converter could not split an original-layout file (no config of
+    the catalogue fits it), and how to have it split: ``add`` prints it, ``show`` repeats it."""
+    configs = f"the catalogue's {family} configs" if family else "the catalogue's configs"
+    if kind == "pipeline":
+        what = ("stored whole as one blob: its UNet, VAE and text encoders are not shared with other pipelines "
+                "or component files")
+    else:
+        what = (f"stored canonical in its original layout: not shared with the same {kind} inside a pipeline or "
+                "a diffusers folder")
+    return f"{what} (the converter cannot split it with {configs}); `--config DIR` (a diffusers folder " \
+           "of its configs) lets it be split and shared"
 
 
 def _store_header(reg: Registry, p: Path, data_start: int) -> tuple[str, int]:

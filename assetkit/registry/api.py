@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import AssetkitError
 from . import index as _index
-from .add import AddResult, _Planned, add_path, check_id, check_name
+from .add import SPLITTABLE, AddResult, _Planned, add_path, check_id, check_name, not_split_note
 from .blobs import LocalBlobStore
 from .locks import RegistryLock
 from .records import AssetRecord, FileRecord
@@ -321,8 +321,10 @@ class Registry:
         doc["blobs"] = self._blobs_of(record.id)
         doc["shares"] = self._shares(record)
         doc["same_weights"] = self._same_weights(record)
-        if record.storage == "whole" and record.kind == "pipeline":
-            doc["note"] = "stored whole as one blob: not split into components (the converter could not split it)"
+        if record.source_format != "diffusers" and not record.components and (
+                (record.storage == "whole" and record.kind == "pipeline")
+                or (record.kind in SPLITTABLE and record.kind != "pipeline" and record.layout == "original")):
+            doc["note"] = not_split_note(record.kind, record.family)
         return doc
 
     def _blobs_of(self, asset_id: int) -> list[str]:
