@@ -342,12 +342,14 @@ def verify_cmd(quick: bool, root: Path | None, json_output: bool) -> None:
 @command.command("gc")
 @click.option("--dry-run", is_flag=True, help="Report what would be removed.")
 @click.option("--grace", type=float, default=3600.0, show_default=True,
-              help="Keep unindexed blobs and temporary files younger than this many seconds.")
+              help="Keep blob files the index does not know yet (an add in progress) and temporary files "
+                   "younger than this many seconds. Blobs of removed assets go whatever their age.")
 @root_option
 @json_option
 @handles_errors
 def gc_cmd(dry_run: bool, grace: float, root: Path | None, json_output: bool) -> None:
-    """Remove blobs no asset needs, leftovers of interrupted adds, views of removed assets."""
+    """Remove blobs no asset needs (those of removed assets at once), leftovers of interrupted adds
+    (after the grace period), views of removed assets."""
     report = _registry(root).gc(dry_run=dry_run, grace_seconds=grace)
     doc = report.to_dict()
     if json_output:
@@ -374,8 +376,15 @@ def du_cmd(root: Path | None, json_output: bool) -> None:
     for a in report.assets:
         click.echo(f"{a['name']:<40} {human_bytes(a['added']):>11} {human_bytes(a['stored']):>11} "
                    f"{human_bytes(a['unique']):>11} {human_bytes(a['shared']):>11}")
+    saved = report.saved_bytes
+    if saved >= 0:
+        outcome = f"saved by sharing {human_bytes(saved)}"
+    else:  # nothing shared yet: the bytes kept to rebuild files exactly outweigh what sharing saved
+        outcome = (f"nothing saved: the store holds {human_bytes(-saved)} more than the files as added (the "
+                   "headers kept to rebuild files byte for byte, and the configs of split checkpoints, cost more than "
+                   "sharing saved)")
     click.echo(f"on disk {human_bytes(report.disk_bytes)} in {report.blobs} blob(s); as added "
-               f"{human_bytes(report.added_bytes)}; saved by sharing {human_bytes(report.saved_bytes)}")
+               f"{human_bytes(report.added_bytes)}; {outcome}")
 
 
 from .remote_cmd import attach as _attach_remote  # noqa: E402 - team remotes: push, pull, remote, --remote

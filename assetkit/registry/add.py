@@ -182,9 +182,10 @@ def add_path(reg: Registry, path: str | os.PathLike[str], *, name: str | None = 
 
 
 def _unique_name(reg: Registry, wanted: str, explicit: bool) -> str:
-    if reg._name_taken(wanted):
+    refusal = reg._name_refusal(wanted)
+    if refusal is not None:
         if explicit:
-            raise AssetkitError(f"the name {wanted!r} is taken; choose another with --name")
+            raise AssetkitError(f"{refusal}; choose another with --name")
         for n in range(2, 10_000):
             candidate = f"{wanted}-{n}"
             if not reg._name_taken(candidate):

@@ -148,7 +148,12 @@ def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = 
     "single-file" (a pipeline or component as one original-layout file, through the converter), "auto"."""
     single = _single_file(record)
     if form == "auto":
+        from ..formats.sniff import CHECKPOINT_SUFFIXES
+
         form = "file" if single is not None else "diffusers"
+        if form == "diffusers" and dest.suffix.lower() in CHECKPOINT_SUFFIXES and not dest.is_dir():
+            raise AssetkitError(f"{record.name} is a folder asset and {dest.name} names a file: pass --as single-file "
+                                "for one file, or give a folder name")
     if form == "file":
         if single is None:
             raise AssetkitError(f"{record.name} is a folder asset: export it as 'diffusers'")
