@@ -176,3 +176,93 @@ def test_every_registry_verb_is_documented_in_the_readme() -> None:
     section = text.split("## The registry", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"assetkit registry ([a-z-]+)", section))
     assert set(command.commands) <= documented, set(command.commands) - documented
+
+
+def test_unknown_kind_or_family_is_a_usage_error_listing_the_ids(tmp_path: Path) -> None:
+    from assetkit.ids import Family, Kind, ids
+
+    root = tmp_path / "reg"
+    lora = make_fixture("lora_sd15_kohya", tmp_path / "in", "safetensors")
+    for option, value, literal in (("--kind", "bogus", Kind), ("--family", "nonsense", Family)):
+        out = run(root, "add", str(lora), option, value, code=2)
+        assert out.strip().splitlines() == [f"assetkit: error: unknown {option[2:]} {value!r}: choose one of "
+                                            f"{', '.join(ids(literal))}"]
+        assert run(root, "ls", option, value, "--json", code=2)["ok"] is False
+    assert run(root, "ls", "--all", "--json")["assets"] == []  # nothing was stored
+    added = run(root, "add", str(lora), "--kind", "lora", "--family", "sd1", "--json")
+    assert added["asset"]["kind"] == "lora" and added["asset"]["family"] == "sd1"
+
+
+def test_du_says_plainly_when_sharing_saved_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    run(root, "add", str(make_fixture("lora_sd15_kohya", tmp_path / "in", "safetensors")), "--name", "ink")
+    doc = run(root, "du", "--json")
+    assert doc["saved_bytes"] < 0 and doc["disk_bytes"] > doc["added_bytes"]  # its original header is kept too
+    last = run(root, "du").strip().splitlines()[-1]
+    assert "nothing saved" in last and "more than the files as added" in last and "-" not in last.split(";")[-1]
+
+
+def test_find_needs_hex_digits_and_a_long_enough_prefix(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    run(root, "add", str(make_fixture("lora_sd15_kohya", tmp_path / "in", "safetensors")), "--name", "ink")
+    assert run(root, "find", "abc", code=2).strip().splitlines() == [
+        "assetkit: error: 'abc' is too short: a hash prefix needs at least 6 hex digits (it has 3)"]
+    assert "not a hash" in run(root, "find", "ink", "--json", code=2)["error"]
+    assert run(root, "find", "abcdef", "--json", code=1)["matches"] == []
+
+
+def test_rename_to_the_same_name_does_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    run(root, "add", str(make_fixture("lora_sd15_kohya", tmp_path / "in", "safetensors")), "--name", "ink")
+    assert run(root, "rename", "ink", "ink", "--json")["name"] == "ink"
+    run(root, "add", str(make_fixture("ti_sd15_a1111", tmp_path / "in", "safetensors")), "--name", "emb")
+    assert "is taken" in run(root, "rename", "emb", "ink", code=2)
+
+
+def test_a_name_that_is_a_hash_prefix_of_another_asset_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    lora = make_fixture("lora_sd15_kohya", tmp_path / "in", "safetensors")
+    sha = run(root, "add", str(lora), "--name", "ink", "--json")["asset"]["sha256"]
+    emb = make_fixture("ti_sd15_a1111", tmp_path / "in", "safetensors")
+    for args in (("add", str(emb), "--name", sha[:8]), ("add", str(emb), "--name", sha[:6].upper())):
+        out = run(root, *args, code=2)
+        assert "looks like a hash prefix of ink" in out and len(out.strip().splitlines()) == 1
+    run(root, "add", str(emb), "--name", "emb")
+    assert "looks like a hash prefix of ink" in run(root, "rename", "emb", sha[:12], code=2)
+    assert run(root, "rename", "emb", sha[:5], "--json")["name"] == sha[:5]  # under 6 digits: a plain name
+    # a name taken from a file name that would shadow a hash gets a suffix instead
+    named = tmp_path / "other" / f"{sha[:8]}.safetensors"
+    named.parent.mkdir()
+    shutil.copyfile(make_fixture("lora_sdxl_kohya", tmp_path / "in3", "safetensors"), named)
+    assert run(root, "add", str(named), "--json")["asset"]["name"] == f"{sha[:8]}-2"
+    assert run(root, "show", sha[:8], "--json")["name"] == "ink"
+
+
+def test_export_of_a_folder_asset_to_a_file_name_is_refused(tmp_path: Path, tiny_pipeline: Path) -> None:  # noqa: F811
+    root = tmp_path / "reg"
+    run(root, "add", str(tiny_pipeline), "--name", "pipe")
+    out = run(root, "export", "pipe", str(tmp_path / "x.safetensors"), code=2)
+    assert out.strip().splitlines() == ["assetkit: error: pipe is a folder asset and x.safetensors names a file: "
+                                        "pass --as single-file for one file, or give a folder name"]
+    assert not (tmp_path / "x.safetensors").exists()
+    assert Path(run(root, "export", "pipe", str(tmp_path / "x"), "--json")["path"]).is_dir()
+
+
+def test_remote_group_takes_json_and_root(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    assert run(root, "remote", "--json") == {"ok": True, "default": None, "remotes": []}
+    assert run(root, "remote", "ls", "--json")["remotes"] == []
+    result = CliRunner().invoke(main, ["registry", "remote", "--json", "ls", "--root", str(root)])
+    assert result.exit_code == 2 and "go after the subcommand" in json.loads(result.stdout)["error"]
+
+
+def test_gc_removes_blobs_of_removed_assets_whatever_the_grace_period(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    run(root, "add", str(make_fixture("lora_sd15_kohya", tmp_path / "in", "safetensors")), "--name", "ink")
+    run(root, "rm", "ink")
+    assert run(root, "gc", "--grace", "1000000", "--json")["blobs_removed"] == 2
+    text = README.read_text()
+    gc_doc = text.split("- `assetkit registry gc", 1)[1].split("\n- ", 1)[0]
+    assert "Blobs of\n  removed assets" in gc_doc and "whatever their age" in gc_doc
+    help_text = CliRunner().invoke(main, ["registry", "gc", "--help"]).output
+    assert "Blobs of removed assets go whatever their age" in " ".join(help_text.split())

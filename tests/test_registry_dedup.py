@@ -142,3 +142,24 @@ def test_pipeline_exports_as_one_original_layout_file_through_the_converter(
     assert back.storage == "components"
     assert _canonical(reg, back.components["vae"]) == _canonical(reg, "pipe.vae")
     assert _canonical(reg, back.components["unet"]) == _canonical(reg, "pipe.unet")
+
+
+def test_standalone_vae_not_split_says_what_is_not_shared(tmp_path: Path, sd15_trio: dict[str, Path]) -> None:  # noqa: F811
+    """Without --config the tiny original-layout VAE fits none of the catalogue's (full-size) configs:
+    it is stored canonical, in original names, not shared with the pipeline's VAE, and add says so,
+    as it does for a checkpoint stored whole."""
+    reg = Registry(tmp_path / "reg")
+    folder = reg.add(sd15_trio["folder"], name="folder").record
+    result = reg.add(sd15_trio["standalone_vae"], name="vae")
+    assert result.record.storage == "canonical" and not result.record.components
+    assert result.record.canonical_sha256 != _canonical(reg, folder.components["vae"])  # really not shared
+    (note,) = result.notes
+    assert "not shared with the same vae inside a pipeline" in note and "--config DIR" in note
+    assert reg.show("vae")["note"] == note
+    whole = reg.add(sd15_trio["checkpoint"], name="full")
+    assert whole.record.storage == "whole" and "--config DIR" in whole.notes[0]
+    # with --config the same file is split and shared, and nothing is said
+    reg2 = Registry(tmp_path / "reg2")
+    reg2.add(sd15_trio["folder"], name="folder")
+    split = reg2.add(sd15_trio["standalone_vae"], name="vae", config=sd15_trio["config"])
+    assert split.record.components and split.notes == [] and "note" not in reg2.show("vae")

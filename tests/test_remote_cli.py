@@ -107,6 +107,11 @@ def test_usage_errors_are_one_line(team: dict[str, Path], tmp_path: Path) -> Non
     assert code == 2 and "--all" in doc["error"]
     code, out, err = cli("registry", "pull", "nothing-here", "--root", laptop)
     assert code == 1 and "no asset named 'nothing-here' on the remote" in out
+    code, out, err = cli("registry", "pull", "ink", "--root", laptop)  # a short name is a name, not a prefix
+    assert code == 1 and "no asset named 'ink' on the remote" in out
+    code, out, err = cli("registry", "find", "--remote", "abc", "--root", laptop)  # the local find's rule
+    assert code == 2 and err.strip() == ("assetkit: error: 'abc' is too short: a hash prefix needs at least 6 hex "
+                                         "digits (it has 3)")
     code, out, err = cli("registry", "remote", "add", "x", "https://bucket/p", "--root", laptop)
     assert code == 2 and err.startswith("assetkit: error: remote URL must look like s3://")
     code, out, err = cli("registry", "gc", "--remote", "--root", laptop)

@@ -8,7 +8,11 @@ from typing import Any
 
 import click
 
+from ..ids import Family, Kind, ids
 from ._common import EXIT_PROBLEMS, emit_json, handles_errors, human_bytes, json_option
+
+#: the ids --kind and --family take (checked by the API, listed in the help)
+_KINDS, _FAMILIES = ", ".join(ids(Kind)), ", ".join(ids(Family))
 
 root_option = click.option("--root", type=click.Path(path_type=Path), envvar="ASSETKIT_HOME",
                            help="Registry folder (default: $ASSETKIT_HOME, else the platform's user data dir).")
@@ -55,8 +59,8 @@ def command() -> None:
 @click.option("--name", help="Name (default: from the file or folder name).")
 @click.option("--tag", "tags", multiple=True, help="Tag (repeatable).")
 @click.option("--description", default="", help="Free text.")
-@click.option("--kind", help="Override the probe's kind (its answer is kept as evidence).")
-@click.option("--family", help="Override the probe's family (its answer is kept as evidence).")
+@click.option("--kind", help=f"Override the probe's kind (its answer is kept as evidence): {_KINDS}.")
+@click.option("--family", help=f"Override the probe's family (its answer is kept as evidence): {_FAMILIES}.")
 @click.option("--config", "config", type=click.Path(path_type=Path),
               help="A diffusers folder whose configs split a single file (default: the catalogue's).")
 @root_option
@@ -86,8 +90,8 @@ def add_cmd(path: Path, name: str | None, tags: tuple[str, ...], description: st
 
 @command.command("ls")
 @click.argument("pattern", required=False)
-@click.option("--kind")
-@click.option("--family")
+@click.option("--kind", help=f"Only this kind: {_KINDS}.")
+@click.option("--family", help=f"Only this family: {_FAMILIES}.")
 @click.option("--tag")
 @click.option("--all", "include_parts", is_flag=True, help="Also list the components of pipelines.")
 @root_option
@@ -242,7 +246,9 @@ def path_cmd(name: str, layout: str | None, root: Path | None, json_output: bool
               help="file: the original file, byte for byte; diffusers: a folder; single-file: a pipeline or "
                    "component as one original-layout file, through the converter.")
 @click.option("--link", type=click.Choice(["reflink", "hardlink", "symlink", "copy"]),
-              help="How whole blobs are placed (default: the first of these the file system allows).")
+              help="How whole blobs are placed (default: reflink where the file system can, else copy: an "
+                   "independent file). hardlink and symlink share the registry's bytes: editing the file "
+                   "would corrupt the registry.")
 @click.option("--overwrite", is_flag=True)
 @root_option
 @json_option
@@ -254,13 +260,18 @@ def export_cmd(name: str, dest: Path, form: str, link: str | None, overwrite: bo
     if json_output:
         emit_json({"ok": True, **result})
         return
-    click.echo(f"{result['asset']} -> {result['path']} ({result['form']}, {result['how']})")
+    how = result["how"]
+    if isinstance(how, dict):  # a folder: how many files each way
+        how = ", ".join(f"{n} {way}" for way, n in sorted(how.items()))
+    click.echo(f"{result['asset']} -> {result['path']} ({result['form']}, {how})")
 
 
 @command.command("export-tree")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--layout", type=click.Choice(["comfyui", "a1111"]), required=True)
-@click.option("--link", type=click.Choice(["reflink", "hardlink", "symlink", "copy"]))
+@click.option("--link", type=click.Choice(["reflink", "hardlink", "symlink", "copy"]),
+              help="How single files are placed (default: the first of reflink, hardlink, symlink, copy the "
+                   "file system allows; folders are symbolic links to the registry's views).")
 @root_option
 @json_option
 @handles_errors
@@ -331,12 +342,14 @@ def verify_cmd(quick: bool, root: Path | None, json_output: bool) -> None:
 @command.command("gc")
 @click.option("--dry-run", is_flag=True, help="Report what would be removed.")
 @click.option("--grace", type=float, default=3600.0, show_default=True,
-              help="Keep unindexed blobs and temporary files younger than this many seconds.")
+              help="Keep blob files the index does not know yet (an add in progress) and temporary files "
+                   "younger than this many seconds. Blobs of removed assets go whatever their age.")
 @root_option
 @json_option
 @handles_errors
 def gc_cmd(dry_run: bool, grace: float, root: Path | None, json_output: bool) -> None:
-    """Remove blobs no asset needs, leftovers of interrupted adds, views of removed assets."""
+    """Remove blobs no asset needs (those of removed assets at once), leftovers of interrupted adds
+    (after the grace period), views of removed assets."""
     report = _registry(root).gc(dry_run=dry_run, grace_seconds=grace)
     doc = report.to_dict()
     if json_output:
@@ -363,8 +376,15 @@ def du_cmd(root: Path | None, json_output: bool) -> None:
     for a in report.assets:
         click.echo(f"{a['name']:<40} {human_bytes(a['added']):>11} {human_bytes(a['stored']):>11} "
                    f"{human_bytes(a['unique']):>11} {human_bytes(a['shared']):>11}")
+    saved = report.saved_bytes
+    if saved >= 0:
+        outcome = f"saved by sharing {human_bytes(saved)}"
+    else:  # nothing shared yet: the bytes kept to rebuild files exactly outweigh what sharing saved
+        outcome = (f"nothing saved: the store holds {human_bytes(-saved)} more than the files as added (the "
+                   "headers kept to rebuild files byte for byte, and the configs of split checkpoints, cost more than "
+                   "sharing saved)")
     click.echo(f"on disk {human_bytes(report.disk_bytes)} in {report.blobs} blob(s); as added "
-               f"{human_bytes(report.added_bytes)}; saved by sharing {human_bytes(report.saved_bytes)}")
+               f"{human_bytes(report.added_bytes)}; {outcome}")
 
 
 from .remote_cmd import attach as _attach_remote  # noqa: E402 - team remotes: push, pull, remote, --remote

@@ -58,9 +58,17 @@ class _Progress:
 
 # ---- remote add / ls / rm -------------------------------------------------------------------
 
-@click.group("remote")
-def remote_group() -> None:
-    """The registry's team remotes (S3-compatible object stores; credentials from the AWS chain)."""
+@click.group("remote", invoke_without_command=True)
+@json_option
+@click.pass_context
+def remote_group(ctx: click.Context, json_output: bool, root: Path | None) -> None:
+    """The registry's team remotes (S3-compatible object stores; credentials from the AWS chain).
+    Alone, the same as `remote ls`."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(remote_ls_cmd, root=root, json_output=json_output)
+    elif json_output or ctx.get_parameter_source("root") == click.core.ParameterSource.COMMANDLINE:
+        fail(f"--json and --root go after the subcommand: assetkit registry remote {ctx.invoked_subcommand} ... "
+             "--json", json_output=json_output)
 
 
 @remote_group.command("add")
@@ -314,7 +322,7 @@ def _add_remote_mode(command: click.Command, on_remote: Callable[[dict[str, Any]
 def attach(group: click.Group, root_option: Callable[[Any], Any]) -> None:
     """Add ``remote``, ``push`` and ``pull`` to the registry group (with its ``--root`` option), and
     ``--remote`` to ls/find/verify/gc."""
-    for sub in (remote_add_cmd, remote_ls_cmd, remote_rm_cmd, push_cmd, pull_cmd):
+    for sub in (remote_group, remote_add_cmd, remote_ls_cmd, remote_rm_cmd, push_cmd, pull_cmd):
         if not any(param.name == "root" for param in sub.params):
             root_option(sub)
     for sub in (remote_group, push_cmd, pull_cmd):

@@ -115,6 +115,17 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+def check_id(value: str | None, literal: object, what: str) -> str | None:
+    """``value`` when it is one of the ids of ``literal`` (:mod:`assetkit.ids`) or None; else a usage
+    error that lists them (``--kind``/``--family`` of ``add`` and ``ls``)."""
+    from ..ids import ids
+
+    allowed = ids(literal)
+    if value is not None and value not in allowed:
+        raise AssetkitError(f"unknown {what} {value!r}: choose one of {', '.join(allowed)}")
+    return value
+
+
 def name_from_path(path: Path) -> str:
     stem = path.name if path.is_dir() else path.name.split(".")[0] or path.name
     cleaned = re.sub(r"[\x00-\x1f/\\:]+", "_", stem).strip().lstrip("-.") or "asset"
@@ -137,10 +148,15 @@ def add_path(reg: Registry, path: str | os.PathLike[str], *, name: str | None = 
     p = Path(path)
     if not p.exists():
         raise missing_path_error(p)
+    from ..ids import Family, Kind
+
+    check_id(kind, Kind, "kind")
+    check_id(family, Family, "family")
     tags = tuple(check_name(t, "tag") for t in tags)
     if name is not None:
         check_name(name)
     options = dict(name=name, tags=tags, description=description, kind=kind, family=family, progress=progress)
+    repaired_before = len(reg.store.repaired)
     if p.is_dir():
         result = _add_folder(reg, p, follow_root=follow_root, **options)
     elif not p.is_file():
@@ -154,14 +170,22 @@ def add_path(reg: Registry, path: str | os.PathLike[str], *, name: str | None = 
             result = _add_pickle(reg, p, config_dir=config_dir, **options)
         else:
             raise not_a_checkpoint_error(sniffed, p)
+    repaired = reg.store.repaired[repaired_before:]
+    if repaired:
+        from .export import remove_views_of_blobs
+
+        remove_views_of_blobs(reg, repaired)
+        result.notes.append(f"repaired {len(repaired)} damaged blob(s) (their size on disk was wrong): replaced "
+                            "by the verified bytes just added; views that used them are rebuilt on next use")
     result.seconds = time.perf_counter() - started
     return result
 
 
 def _unique_name(reg: Registry, wanted: str, explicit: bool) -> str:
-    if reg._name_taken(wanted):
+    refusal = reg._name_refusal(wanted)
+    if refusal is not None:
         if explicit:
-            raise AssetkitError(f"the name {wanted!r} is taken; choose another with --name")
+            raise AssetkitError(f"{refusal}; choose another with --name")
         for n in range(2, 10_000):
             candidate = f"{wanted}-{n}"
             if not reg._name_taken(candidate):
@@ -191,7 +215,7 @@ def _add_pickle(reg: Registry, p: Path, *, name: str | None, progress: Progress 
     with reg.connection() as conn:
         pickle_hashes = file_hashes(conn, p, None)
     existing = reg._find_own(pickle_hashes.sha256, algos=("source_sha256",))
-    if existing is not None:
+    if existing is not None and not reg._damaged(existing):
         return AddResult(existing, False, notes=["already registered (same pickle sha256)"])
     reg.tmp.mkdir(parents=True, exist_ok=True)
     converted = reg.tmp / f"{secrets.token_hex(8)}-{name_from_path(p)}.safetensors"
@@ -199,10 +223,13 @@ def _add_pickle(reg: Registry, p: Path, *, name: str | None, progress: Progress 
         report = convert_file(p, converted, keep_metadata=True, progress=progress, warn=lambda line: None)
         result = _add_file(reg, converted, name=name or name_from_path(p), progress=None, source=p, config_dir=config_dir,
                            source_format=report.source_format,
-                           extra_hashes=[("source_sha256", report.source_sha256, p.name)], **options)
+                           extra_hashes=[("source_sha256", report.source_sha256, p.name)], repair_of=existing,
+                           **options)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(converted)
+    if existing is not None:
+        return result
     result.notes.append(f"pickle scanned and stored as safetensors ({report.tensors} tensors); its sha256 "
                         f"{report.source_sha256} is recorded")
     return result
@@ -221,7 +248,7 @@ def _tiles(asset: Any, data_start: int, size: int) -> bool:
 def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...], description: str,
               kind: str | None, family: str | None, progress: Progress | None, source: Path | None = None,
               source_format: str = "safetensors", extra_hashes: list[tuple[str, str, str]] | None = None,
-              config_dir: Path | None = None) -> AddResult:
+              config_dir: Path | None = None, repair_of: AssetRecord | None = None) -> AddResult:
     from ..formats import open_asset
     from ..probe import probe
 
@@ -231,7 +258,9 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
         hashes = file_hashes(conn, p, data_start, progress)
     existing = reg._find_own(hashes.sha256, algos=("sha256",))
     if existing is not None and source is None:
-        return AddResult(existing, False, notes=["already registered (same sha256)"])
+        if not reg._damaged(existing):
+            return AddResult(existing, False, notes=["already registered (same sha256)"])
+        repair_of = existing  # store everything again: the damaged blobs are replaced, nothing is indexed
     size = p.stat().st_size
     notes: list[str] = []
     with open_asset(p) as asset:
@@ -239,15 +268,16 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
         final_kind, final_family, overrides = _identity(result, kind, family)
         relpath = shown.name if source is None else name_from_path(shown) + ".safetensors"
         hash_rows = [(algo, value, relpath) for algo, value in hashes.as_rows()] + list(extra_hashes or [])
-        planned = _Planned(name=_unique_name(reg, name or name_from_path(shown), name is not None), kind=final_kind,
+        planned = _Planned(name=_unique_name(reg, name or name_from_path(shown), name is not None and repair_of is None),
+                           kind=final_kind,
                            family=final_family, probe={**result.to_dict(), "dtypes": asset.dtype_counts()}, source_format=source_format, storage="whole",
                            sha256=hashes.sha256, size=size, files=[], hashes=hash_rows, blobs={},
                            description=description, overrides=overrides, variant=result.variant,
                            prediction_type=result.prediction_type, layout=result.layout, tags=tags,
                            explicit_name=name is not None)
         split = _plan_split(asset, family, config_dir) if result.kind in SPLITTABLE else None
-        if result.kind == "pipeline" and split is None:
-            notes.append("stored whole as one blob: the converter cannot split this checkpoint into components")
+        if split is None and result.kind in SPLITTABLE and (result.kind == "pipeline" or result.layout == "original"):
+            notes.append(not_split_note(result.kind, final_family))
         if split is not None and (data_start is None or not _tiles(asset, data_start, size)):
             notes.append("stored whole as one blob: the file has bytes its header does not account for")
             split = None
@@ -280,10 +310,37 @@ def _add_file(reg: Registry, p: Path, *, name: str | None, tags: tuple[str, ...]
             planned.files = [FileRecord(relpath, hashes.sha256, size, blob, None)]
             planned.blobs = {blob: size}
             planned.fingerprint = _fingerprint(asset) if result.kind != "pipeline" else None
+    if repair_of is not None:
+        return _repaired(reg, repair_of, "same sha256" if source is None else "same pickle sha256")
     record = reg._insert(planned)
     if planned.existing:
         return AddResult(record, False, notes=["already registered (added meanwhile by another process)"])
     return AddResult(record, True, notes=notes)
+
+
+def _repaired(reg: Registry, record: AssetRecord, why: str) -> AddResult:
+    """The result of adding again the bytes of ``record`` after some of its blobs were found missing
+    or damaged: everything was stored again (a damaged blob is replaced, see :mod:`.blobs`)."""
+    note = f"already registered ({why}); what of it was missing or damaged in the store is stored again"
+    left = reg._damaged(record)
+    if left:
+        note += (f", but {len(left)} blob(s) are still missing or damaged (first: {left[0]}; run "
+                 "`assetkit registry verify`)")
+    return AddResult(record, False, notes=[note])
+
+
+def not_split_note(kind: str, family: str | None) -> str:
+    """What was not shared when the converter could not split an original-layout file (no config of
+    the catalogue fits it), and how to have it split: ``add`` prints it, ``show`` repeats it."""
+    configs = f"the catalogue's {family} configs" if family else "the catalogue's configs"
+    if kind == "pipeline":
+        what = ("stored whole as one blob: its UNet, VAE and text encoders are not shared with other pipelines "
+                "or component files")
+    else:
+        what = (f"stored canonical in its original layout: not shared with the same {kind} inside a pipeline or "
+                "a diffusers folder")
+    return f"{what} (the converter cannot split it with {configs}); `--config DIR` (a diffusers folder " \
+           "of its configs) lets it be split and shared"
 
 
 def _store_header(reg: Registry, p: Path, data_start: int) -> tuple[str, int]:
@@ -495,13 +552,14 @@ def _add_folder(reg: Registry, root: Path, *, name: str | None, tags: tuple[str,
     folder_sha = hashlib.sha256("".join(
         f"{path.relative_to(root).as_posix()}\0{all_hashes[path].sha256}\n" for path in files).encode()).hexdigest()
     existing = reg._find_own(folder_sha, algos=("sha256",))
-    if existing is not None:
+    if existing is not None and not reg._damaged(existing):
         return AddResult(existing, False, notes=["already registered (same files)"])
     notes: list[str] = []
     with open_asset(root) as asset:
         result = probe(asset)
         final_kind, final_family, overrides = _identity(result, kind, family)
-        planned = _Planned(name=_unique_name(reg, name or name_from_path(root), name is not None), kind=final_kind,
+        planned = _Planned(name=_unique_name(reg, name or name_from_path(root), name is not None and existing is None),
+                           kind=final_kind,
                            family=final_family, probe=result.to_dict(), source_format="diffusers", storage="files",
                            sha256=folder_sha, size=sum(f.stat().st_size for f in files),
                            files=[], hashes=[("sha256", folder_sha, "")], blobs={}, description=description,
@@ -535,6 +593,8 @@ def _add_folder(reg: Registry, root: Path, *, name: str | None, tags: tuple[str,
                 planned.canonical = cblob.sha256
                 planned.storage = "canonical"
                 planned.hashes.append(("canonical_sha256", cblob.sha256, ""))
+    if existing is not None:
+        return _repaired(reg, existing, "same files")
     record = reg._insert(planned)
     if planned.existing:
         return AddResult(record, False, notes=["already registered (added meanwhile by another process)"])

@@ -20,14 +20,14 @@ from typing import Any
 
 from ..errors import AssetkitError
 from . import index as _index
-from .add import AddResult, _Planned, add_path, check_name
+from .add import SPLITTABLE, AddResult, _Planned, add_path, check_id, check_name, not_split_note
 from .blobs import LocalBlobStore
+from .hashes import MIN_PREFIX, hash_query, is_hex
 from .locks import RegistryLock
 from .records import AssetRecord, FileRecord
 
 #: hash algorithms ``find`` and ``resolve`` look in, most specific first
 HASH_ALGOS = ("sha256", "autov2", "autov1", "tensor_sha256", "source_sha256", "canonical_sha256")
-MIN_PREFIX = 6
 
 
 class NotFoundError(AssetkitError):
@@ -85,8 +85,10 @@ class Registry:
         self.close()
 
     def _name_taken(self, name: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM assets WHERE name = ? UNION SELECT 1 FROM aliases WHERE alias = ?",
-                                 (name, name)).fetchone() is not None
+        return _name_refusal(self.conn, name) is not None
+
+    def _name_refusal(self, name: str) -> str | None:
+        return _name_refusal(self.conn, name)
 
     def _find_own(self, value: str, algos: Iterable[str]) -> AssetRecord | None:
         """An asset added on its own (not a part of another) with that hash."""
@@ -135,9 +137,10 @@ class Registry:
                     else:
                         comp.name = _free_name(conn, comp.name)
                         component_ids[role] = self._insert_row(conn, comp)
-                if _name_used(conn, planned.name):
+                refusal = _name_refusal(conn, planned.name)
+                if refusal is not None:
                     if planned.explicit_name:
-                        raise AssetkitError(f"the name {planned.name!r} is taken; choose another with --name")
+                        raise AssetkitError(f"{refusal}; choose another with --name")
                     planned.name = _free_name(conn, planned.name)
                 asset_id = self._insert_row(conn, planned)
                 for role, cid in component_ids.items():
@@ -208,9 +211,12 @@ class Registry:
     def rename(self, name_or_hash: str, new_name: str) -> AssetRecord:
         record = self.resolve(name_or_hash)
         check_name(new_name)
+        if new_name == record.name:
+            return record  # nothing to do
         with _index.transaction(self.conn) as conn:
-            if _name_used(conn, new_name):
-                raise AssetkitError(f"the name {new_name!r} is taken")
+            refusal = _name_refusal(conn, new_name, own_id=record.id)
+            if refusal is not None:
+                raise AssetkitError(refusal)
             conn.execute("UPDATE assets SET name = ? WHERE id = ?", (new_name, record.id))
             for role, comp in record.components.items():  # its own parts follow the new name
                 if comp == f"{record.name}.{role}" and not _name_used(conn, f"{new_name}.{role}"):
@@ -269,7 +275,7 @@ class Registry:
         return self.get(ids[0])
 
     def _hash_matches(self, value: str) -> list[tuple[int, str, str, str]]:
-        if not value or any(c not in "0123456789abcdef" for c in value):
+        if not is_hex(value):
             return []
         rows = self.conn.execute("SELECT asset_id, algo, value, relpath FROM hashes WHERE value = ?", (value,)).fetchall()
         if not rows and len(value) >= MIN_PREFIX:
@@ -278,10 +284,11 @@ class Registry:
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     def find(self, value: str) -> list[dict[str, Any]]:
-        """Every asset holding a hash equal to (or, from 6 digits, starting with) ``value``:
+        """Every asset holding a hash equal to (or starting with) ``value``, hex digits, at least
+        :data:`~assetkit.registry.hashes.MIN_PREFIX` of them (else a usage error):
         ``{"asset", "algo", "value", "relpath"}`` dicts."""
         out = []
-        for asset_id, algo, full, relpath in self._hash_matches(value.strip().lower()):
+        for asset_id, algo, full, relpath in self._hash_matches(hash_query(value)):
             record = self.get(asset_id)
             out.append({"asset": record.name, "id": asset_id, "kind": record.kind, "family": record.family,
                         "algo": algo, "value": full, "relpath": relpath, "auto": record.auto})
@@ -290,6 +297,10 @@ class Registry:
     def ls(self, *, kind: str | None = None, family: str | None = None, tag: str | None = None,
            pattern: str | None = None, include_parts: bool = False) -> list[dict[str, Any]]:
         """Summaries of the assets (components of pipelines only with ``include_parts``), by name."""
+        from ..ids import Family, Kind
+
+        check_id(kind, Kind, "kind")
+        check_id(family, Family, "family")
         where, args = ["a.auto = 0"] if not include_parts else [], []
         for clause, value in (("a.kind = ?", kind), ("a.family = ?", family),
                               ("a.id IN (SELECT asset_id FROM tags WHERE tag = ?)", tag), ("a.name GLOB ?", pattern)):
@@ -317,8 +328,10 @@ class Registry:
         doc["blobs"] = self._blobs_of(record.id)
         doc["shares"] = self._shares(record)
         doc["same_weights"] = self._same_weights(record)
-        if record.storage == "whole" and record.kind == "pipeline":
-            doc["note"] = "stored whole as one blob: not split into components (the converter could not split it)"
+        if record.source_format != "diffusers" and not record.components and (
+                (record.storage == "whole" and record.kind == "pipeline")
+                or (record.kind in SPLITTABLE and record.kind != "pipeline" and record.layout == "original")):
+            doc["note"] = not_split_note(record.kind, record.family)
         return doc
 
     def _blobs_of(self, asset_id: int) -> list[str]:
@@ -327,6 +340,16 @@ class Registry:
             "SELECT blob FROM refs WHERE asset_id = ? UNION SELECT r.blob FROM refs r JOIN components c "
             "ON c.component_id = r.asset_id WHERE c.pipeline_id = ? ORDER BY 1", (asset_id, asset_id))
         return [r[0] for r in rows]
+
+    def _damaged(self, record: AssetRecord) -> list[str]:
+        """Blobs the asset needs that are missing from the store or whose size on disk is not the
+        index's (one ``stat`` each): adding the original again replaces them."""
+        blobs = self._blobs_of(record.id)
+        if not blobs:
+            return []
+        sizes = {r[0]: r[1] for r in self.conn.execute(
+            f"SELECT sha256, size FROM blobs WHERE sha256 IN ({','.join('?' * len(blobs))})", blobs)}
+        return [sha for sha in blobs if not self.store.has_size(sha, sizes.get(sha, -1))]
 
     def _shares(self, record: AssetRecord) -> list[dict[str, Any]]:
         blobs = self._blobs_of(record.id)
@@ -475,11 +498,34 @@ def _name_used(conn: sqlite3.Connection, name: str) -> bool:
                         (name, name)).fetchone() is not None
 
 
+def _hash_owner(conn: sqlite3.Connection, name: str, own_id: int | None = None) -> str | None:
+    """The name of another asset that ``name`` is a hash prefix of (6+ hex digits), or None: such a
+    name would shadow that asset's hash for ``show``, ``path``... (names are looked up first)."""
+    if len(name) < MIN_PREFIX or not is_hex(name):
+        return None
+    value = name.lower()
+    row = conn.execute("SELECT a.name FROM hashes h JOIN assets a ON a.id = h.asset_id WHERE h.value >= ? "
+                       "AND h.value < ? AND a.id IS NOT ? ORDER BY a.auto, a.name LIMIT 1",
+                       (value, value + "g", own_id)).fetchone()
+    return row[0] if row else None
+
+
+def _name_refusal(conn: sqlite3.Connection, name: str, own_id: int | None = None) -> str | None:
+    """Why ``name`` cannot be given to an asset (``own_id``: the asset being renamed), or None."""
+    if _name_used(conn, name):
+        return f"the name {name!r} is taken"
+    owner = _hash_owner(conn, name, own_id)
+    if owner is not None:
+        return (f"the name {name!r} looks like a hash prefix of {owner}: `assetkit registry show {name}` would "
+                f"no longer find {owner}")
+    return None
+
+
 def _free_name(conn: sqlite3.Connection, wanted: str) -> str:
-    if not _name_used(conn, wanted):
+    if _name_refusal(conn, wanted) is None:
         return wanted
     n = 2
-    while _name_used(conn, f"{wanted}-{n}"):
+    while _name_refusal(conn, f"{wanted}-{n}") is not None:
         n += 1
     return f"{wanted}-{n}"
 

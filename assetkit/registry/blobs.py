@@ -9,6 +9,11 @@ Writing a blob: the bytes are hashed while they are copied into a temporary file
 read-only and renamed into place. Putting a blob that is already present is a no-op; two
 processes putting the same blob at once both succeed (the rename is atomic and the bytes equal).
 A process killed mid-write leaves only a temporary file, which ``gc`` removes.
+
+Repair: a blob already present whose size on disk differs from the bytes being put (one ``stat``;
+it was edited through a hard link, or truncated) is replaced by the new bytes, which hash to its
+name. So adding the original file again repairs it; damage that keeps the size needs ``verify``
+to be seen (and the blob removed before it is put again).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -88,6 +94,8 @@ class LocalBlobStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
+        #: blobs this object replaced because their size on disk was wrong (see the module docstring)
+        self.repaired: list[str] = []
 
     # ---- naming ----------------------------------------------------------------------------
     def path(self, sha256: str) -> Path:
@@ -98,6 +106,14 @@ class LocalBlobStore:
     # ---- reading ---------------------------------------------------------------------------
     def has(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+    def has_size(self, sha256: str, size: int) -> bool:
+        """Whether the blob is present with ``size`` bytes (a ``stat``, no reading)."""
+        try:
+            st = self.path(sha256).stat()
+        except FileNotFoundError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == size
 
     def open(self, sha256: str) -> BinaryIO:
         try:
@@ -141,17 +157,27 @@ class LocalBlobStore:
 
     # ---- writing ---------------------------------------------------------------------------
     def put_file(self, path: str | os.PathLike[str], expected_sha256: str | None = None) -> str:
-        """Copy a file in (hashing while copying); a no-op when ``expected_sha256`` is already stored."""
+        """Copy a file in (hashing while copying); a no-op when ``expected_sha256`` is already stored
+        with the file's size (a stored blob of another size is damaged: it is replaced)."""
         if expected_sha256 is not None and self.has(check_sha256(expected_sha256)):
-            return expected_sha256
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                return expected_sha256  # present, and nothing to repair it with
+            if self.has_size(expected_sha256, size):
+                return expected_sha256
         with open(path, "rb") as fh:
-            return self.put_stream(iter(lambda: fh.read(CHUNK), b""), expected_sha256)
+            return self._write(iter(lambda: fh.read(CHUNK), b""), expected_sha256)
 
     def put_stream(self, chunks: Iterable[bytes], expected_sha256: str | None = None) -> str:
         """Store the concatenation of ``chunks``; returns its sha256. Raises :class:`BlobError`
         when ``expected_sha256`` is given and the bytes hash to something else (nothing is kept)."""
         if expected_sha256 is not None and self.has(check_sha256(expected_sha256)):
             return expected_sha256
+        return self._write(chunks, expected_sha256)
+
+    def _write(self, chunks: Iterable[bytes], expected_sha256: str | None) -> str:
+        """Hash ``chunks`` into a temporary file, check the digest, place it (:meth:`_place`)."""
         self.tmp.mkdir(parents=True, exist_ok=True)
         temp = self.tmp / f"{secrets.token_hex(8)}.part"
         digest = hashlib.sha256()
@@ -184,9 +210,13 @@ class LocalBlobStore:
         return self.put_stream([data])
 
     def _place(self, temp: Path, sha256: str) -> None:
+        """Rename the verified ``temp`` in as blob ``sha256``, unless that blob is there already with the
+        same size; one of another size is damaged and is replaced (recorded in :attr:`repaired`)."""
         dest = self.path(sha256)
-        if dest.is_file():
+        if self.has_size(sha256, os.stat(temp).st_size):
             return
+        if dest.is_file():
+            self.repaired.append(sha256)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(temp, 0o444)
         os.replace(temp, dest)  # atomic; a concurrent writer of the same blob wrote the same bytes

@@ -2,7 +2,10 @@
 
 An asset's ``stored`` bytes are those of every blob it needs (its components' included);
 ``unique`` the part no other asset needs; ``shared`` the rest. ``saved`` in the totals is the
-size of everything as added minus the bytes on disk.
+size of everything as added minus the bytes on disk: negative when little is shared, since every
+canonical blob has its own header and each file's original header is kept beside it (to rebuild
+the file byte for byte, and a split checkpoint gains configs); ``registry du`` then says that nothing was saved and by how much the store
+is larger.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Getting assets out of the user's registry: files, diffusers folders, views and UI model trees.
 
-* :func:`link_file`: reflink -> hardlink -> symlink -> copy, the first the file system allows (or
-  the one asked for). Blobs are read-only; a hard link shares that.
+* :func:`link_file`: the first strategy of an order that the file system allows (or the one asked
+  for). The registry's own read-only places (views, ``export-tree`` link trees) use :data:`LINKS`,
+  reflink -> hardlink -> symlink -> copy; a file handed to the user (``export``) uses
+  :data:`EXPORT_LINKS`, reflink -> copy, an independent file: a hard link or a symbolic link shares
+  the blob's bytes, so editing it would corrupt the registry (only when asked for explicitly).
 * :func:`export_asset`: an asset as its original file (rebuilt byte for byte from its recipe, the
   sha256 checked while writing) or as a folder (every original file rebuilt).
 * :func:`view_path`: what :meth:`Registry.path` hands out, built once under ``views/<id>-<layout>``:
@@ -29,13 +32,20 @@ from .records import AssetRecord, FileRecord
 if TYPE_CHECKING:
     from .api import Registry
 
+#: every strategy, and the default order of the registry's own views and link trees
 LINKS = ("reflink", "hardlink", "symlink", "copy")
+#: the default order of ``export``: an independent file (a reflink is copy-on-write), never one that
+#: shares the blob's bytes unless ``--link hardlink|symlink`` asks for it
+EXPORT_LINKS = ("reflink", "copy")
 _FICLONE = 0x40049409
 #: file layout views rebuild recipes up to this size; bigger files get a link to the canonical blob
 VIEW_REBUILD_LIMIT = 256 * 1024 * 1024
 LEDGER = ".assetkit-tree.json"
 
-#: kind -> subfolder of a ComfyUI / A1111 models tree
+#: kind -> subfolder of a ComfyUI / A1111 models tree. A single-file asset goes to its kind's folder
+#: as ``<name>.safetensors``; so does a component folder (a diffusers ``vae/``, ``controlnet/``...,
+#: added on its own) as a link to its one weights file, since these loaders read one file and convert
+#: diffusers names themselves; a full pipeline folder goes under ``diffusers`` (ComfyUI only).
 TREE_LAYOUTS: dict[str, dict[str, str]] = {
     "comfyui": {"pipeline": "checkpoints", "lora": "loras", "vae": "vae", "controlnet": "controlnet",
                 "textual_inversion": "embeddings", "text_encoder": "text_encoders", "unet": "diffusion_models",
@@ -46,6 +56,9 @@ TREE_LAYOUTS: dict[str, dict[str, str]] = {
               "controlnet": "models/ControlNet", "textual_inversion": "embeddings", "ip_adapter": "models/ControlNet",
               "t2i_adapter": "models/ControlNet"},
 }
+#: kinds whose loader in that UI reads original-layout names only: a diffusers component folder of
+#: that kind is left out of the tree (A1111 loads a VAE's state dict as it is, without converting)
+TREE_ORIGINAL_ONLY: dict[str, frozenset[str]] = {"comfyui": frozenset(), "a1111": frozenset({"vae"})}
 
 
 def _reflink(src: Path, dst: Path) -> None:
@@ -60,11 +73,12 @@ def _reflink(src: Path, dst: Path) -> None:
             raise
 
 
-def link_file(src: Path, dst: Path, strategy: str | None = None) -> str:
-    """Make ``dst`` show the bytes of ``src``; returns the strategy used. ``dst`` must not exist."""
+def link_file(src: Path, dst: Path, strategy: str | None = None, order: tuple[str, ...] = LINKS) -> str:
+    """Make ``dst`` show the bytes of ``src`` by ``strategy``, else by the first of ``order`` the file
+    system allows; returns the strategy used. ``dst`` must not exist."""
     if dst.exists() or dst.is_symlink():
         raise OutputExistsError("exists", where=str(dst))
-    order = [strategy] if strategy else list(LINKS)
+    order = (strategy,) if strategy else order
     last: OSError | None = None
     for how in order:
         try:
@@ -88,8 +102,10 @@ def link_file(src: Path, dst: Path, strategy: str | None = None) -> str:
     raise AssetkitError(f"cannot {strategy or 'link or copy'} to {dst}: {last.strerror if last else ''}")
 
 
-def write_file(reg: Registry, f: FileRecord, dst: Path, link: str | None = None, overwrite: bool = False) -> str:
-    """One file of an asset at ``dst``: a link to its blob, or rebuilt from its recipe (checked)."""
+def write_file(reg: Registry, f: FileRecord, dst: Path, link: str | None = None, overwrite: bool = False,
+               order: tuple[str, ...] = LINKS) -> str:
+    """One file of an asset at ``dst``: its blob placed by ``link`` (else the first of ``order`` the
+    file system allows), or rebuilt from its recipe (checked)."""
     if f.blob is not None:
         if not reg.store.has(f.blob):
             from .blobs import BlobError
@@ -97,7 +113,7 @@ def write_file(reg: Registry, f: FileRecord, dst: Path, link: str | None = None,
             raise BlobError(f"blob {f.blob} of {f.relpath} is missing from the store (run `assetkit registry verify`)")
         if overwrite and (dst.is_symlink() or dst.is_file()):
             os.unlink(dst)
-        return link_file(reg.store.path(f.blob), dst, link)
+        return link_file(reg.store.path(f.blob), dst, link, order)
     if link not in (None, "copy"):
         raise AssetkitError(f"{f.relpath} is rebuilt from its components (a recipe): it can only be written, "
                             f"not linked (--link {link})")
@@ -132,12 +148,17 @@ def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = 
     "single-file" (a pipeline or component as one original-layout file, through the converter), "auto"."""
     single = _single_file(record)
     if form == "auto":
+        from ..formats.sniff import CHECKPOINT_SUFFIXES
+
         form = "file" if single is not None else "diffusers"
+        if form == "diffusers" and dest.suffix.lower() in CHECKPOINT_SUFFIXES and not dest.is_dir():
+            raise AssetkitError(f"{record.name} is a folder asset and {dest.name} names a file: pass --as single-file "
+                                "for one file, or give a folder name")
     if form == "file":
         if single is None:
             raise AssetkitError(f"{record.name} is a folder asset: export it as 'diffusers'")
         target = dest / single.relpath if dest.is_dir() else dest
-        how = write_file(reg, single, target, link, overwrite)
+        how = write_file(reg, single, target, link, overwrite, EXPORT_LINKS)
         return {"asset": record.name, "form": "file", "path": str(target), "sha256": single.sha256, "how": how}
     if form == "single-file":
         return _export_single_file(reg, record, dest, overwrite)
@@ -155,7 +176,7 @@ def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = 
         for relpath, f in entries:
             target = staging / relpath
             target.parent.mkdir(parents=True, exist_ok=True)
-            how = write_file(reg, f, target, link)
+            how = write_file(reg, f, target, link, order=EXPORT_LINKS)
             used[how] = used.get(how, 0) + 1
         if dest.exists():
             dest.rmdir()
@@ -282,6 +303,17 @@ def remove_view(reg: Registry, asset_id: int) -> None:
             _remove_own_tree(folder)
 
 
+def remove_views_of_blobs(reg: Registry, blobs: list[str]) -> None:
+    """Remove the views of every asset needing one of ``blobs`` (and of the pipelines using such an
+    asset): a view may hold a hard link to a blob's old, damaged file. They are rebuilt on next use."""
+    marks = ",".join("?" * len(blobs))
+    ids = {r[0] for r in reg.conn.execute(f"SELECT asset_id FROM refs WHERE blob IN ({marks})", blobs)}
+    ids |= {r[0] for r in reg.conn.execute(
+        f"SELECT pipeline_id FROM components WHERE component_id IN ({','.join('?' * len(ids))})", tuple(ids))}
+    for asset_id in sorted(ids):
+        remove_view(reg, asset_id)
+
+
 # ---- export-tree: ComfyUI / A1111 models trees ---------------------------------------------------
 def _ledger(dest: Path) -> dict[str, Any]:
     path = dest / LEDGER
@@ -304,6 +336,46 @@ def _is_ours(path: Path, entry: dict[str, Any]) -> bool:
     return [st.st_dev, st.st_ino] == entry.get("inode")
 
 
+def _tree_place(reg: Registry, record: AssetRecord, layout: str) -> tuple[Path, Path] | str:
+    """Where ``record`` goes in a ``layout`` tree and what it shows there (a view's file or folder),
+    or why it is left out."""
+    folders = TREE_LAYOUTS[layout]
+    if _single_file(record) is not None:
+        sub = folders.get(record.kind)
+        if sub is None:
+            return f"{layout} has no folder for a {record.kind}"
+        try:
+            return Path(sub) / f"{record.name}.safetensors", view_path(reg, record, "file")
+        except AssetkitError as exc:
+            return str(exc)
+    if record.kind == "pipeline":
+        sub = folders.get("diffusers")
+        if sub is None:
+            return (f"a diffusers pipeline folder, which {layout} does not load; "
+                    f"`assetkit registry export {record.name} FILE --as single-file` makes one file of it")
+        try:
+            return Path(sub) / record.name, view_path(reg, record, "diffusers")
+        except AssetkitError as exc:
+            return str(exc)
+    sub = folders.get(record.kind)
+    if sub is None:
+        return f"{layout} has no folder for a {record.kind}"
+    if record.kind in TREE_ORIGINAL_ONLY[layout]:
+        return (f"a diffusers {record.kind} folder; {layout} reads original-layout names only: "
+                f"`assetkit registry export {record.name} FILE --as single-file` converts it")
+    if record.canonical_sha256 is None:
+        return f"a {record.kind} folder without weights"
+    try:
+        folder = view_path(reg, record, "diffusers")
+    except AssetkitError as exc:
+        return str(exc)
+    weights = next((folder / name for name in (DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS) if (folder / name).is_file()),
+                   None)
+    if weights is None:
+        return f"a {record.kind} folder without one weights file"
+    return Path(sub) / f"{record.name}.safetensors", weights
+
+
 def export_tree(reg: Registry, dest: Path, layout: str, link: str | None = None) -> dict[str, Any]:
     """Build (or rebuild) a models tree at ``dest`` for ``layout`` ("comfyui" or "a1111")."""
     if layout not in TREE_LAYOUTS:
@@ -323,25 +395,21 @@ def export_tree(reg: Registry, dest: Path, layout: str, link: str | None = None)
             kept.append(entry["path"])
     entries: list[dict[str, Any]] = []
     skipped: list[str] = []
+    for sub in sorted(set(folders.values())):  # every folder the layout (and the yaml) names exists
+        (dest / sub).mkdir(parents=True, exist_ok=True)
     for item in reg.ls():
         record = reg.get(item["id"])
-        single = _single_file(record)
-        sub = folders.get(record.kind if single is not None else "diffusers")
-        if sub is None:
-            skipped.append(record.name)
+        placed = _tree_place(reg, record, layout)
+        if isinstance(placed, str):
+            skipped.append(f"{record.name} ({placed})")
             continue
-        try:
-            source = view_path(reg, record, "file" if single is not None else "diffusers")
-        except AssetkitError:
-            skipped.append(record.name)
-            continue
-        rel = Path(sub) / (f"{record.name}.safetensors" if single is not None else record.name)
-        target = (dest / rel)
+        rel, source = placed
+        target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() or target.is_symlink():
             skipped.append(f"{record.name} ({rel} exists and is not ours)")
             continue
-        if single is None:  # a folder: always a symbolic link to the view
+        if source.is_dir():  # a pipeline folder: always a symbolic link to the view
             os.symlink(source, target)
             how = "symlink"
         else:

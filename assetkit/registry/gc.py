@@ -1,8 +1,13 @@
-"""``gc``: remove what no asset of the user's registry needs: blob rows and files no asset
-references, blob files the index does not know (an add killed before its transaction), stale
-temporary files, views of removed assets. Blobs and temporary files younger than the grace period
-are kept (a concurrent add may be about to index them); ``gc`` also takes the registry lock
-exclusively, so it waits for running adds. ``dry_run`` reports without removing."""
+"""``gc``: remove what no asset of the user's registry needs:
+
+* blobs the index knows that no asset references any more (those of removed assets): at once,
+  whatever their age;
+* blob files the index does not know (an add killed before its transaction) and temporary files:
+  only when older than the grace period (a concurrent add may be about to index them);
+* views of removed assets: at once; abandoned view staging folders: after the grace period.
+
+``gc`` takes the registry lock exclusively, so it waits for running adds. ``dry_run`` reports
+without removing."""
 
 from __future__ import annotations
 

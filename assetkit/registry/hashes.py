@@ -28,6 +28,29 @@ from typing import Any
 from .blobs import CHUNK
 
 AUTOV1_OFFSET, AUTOV1_LENGTH = 0x100000, 0x10000
+#: hex digits a hash prefix needs (``find``, ``find --remote``, names that would shadow a prefix);
+#: the shortest recorded hash, AutoV1, has 8
+MIN_PREFIX = 6
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_hex(value: str) -> bool:
+    return bool(value) and set(value.lower()) <= _HEX
+
+
+def hash_query(value: str) -> str:
+    """``value`` as ``find`` searches for it (lowercase), or a usage error: hashes are hex digits,
+    and a prefix needs :data:`MIN_PREFIX` of them."""
+    needle = str(value).strip().lower()
+    from ..errors import AssetkitError
+
+    if not is_hex(needle):
+        raise AssetkitError(f"{value!r} is not a hash (hex digits only); to look an asset up by name, use "
+                            "`assetkit registry show NAME`")
+    if len(needle) < MIN_PREFIX:
+        raise AssetkitError(f"{value!r} is too short: a hash prefix needs at least {MIN_PREFIX} hex digits "
+                            f"(it has {len(needle)})")
+    return needle
 #: elements sampled per tensor for the fingerprint
 FINGERPRINT_SAMPLES = 1024
 

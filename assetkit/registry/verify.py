@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from .api import Registry
 
 
+#: how to repair a missing blob or one of the wrong size (``add`` stores such a blob again)
+READD = "to repair it, add the original file again (`assetkit registry add PATH`)"
+#: how to repair a blob of the right size and the wrong bytes (``add`` checks sizes only)
+REMOVE_READD = ("adding the original again does not notice damage that keeps the size: remove the assets "
+                "that need it (`assetkit registry rm NAME`), run `assetkit registry gc`, then add the "
+                "original files again")
+
+
 @dataclass
 class VerifyReport:
     blobs: int = 0
@@ -52,16 +60,16 @@ def verify(reg: Registry, *, quick: bool = False) -> VerifyReport:
         who = ", ".join(sorted(users.get(sha, []))[:3]) or "no asset (gc removes it)"
         path = reg.store.path(sha)
         if not path.is_file():
-            report.findings.append(Finding("blob-missing", "error", f"blob {sha} is missing (needed by {who})",
-                                           str(path)))
+            report.findings.append(Finding("blob-missing", "error", f"blob {sha} is missing (needed by {who}); "
+                                           f"{READD}", str(path)))
             continue
         if path.stat().st_size != size:
             report.findings.append(Finding("blob-corrupt", "error", f"blob {sha} has {path.stat().st_size} bytes, "
-                                           f"the index says {size} (needed by {who})", str(path)))
+                                           f"the index says {size} (needed by {who}); {READD}", str(path)))
             continue
         if not quick and not reg.store.verify(sha):
             report.findings.append(Finding("blob-corrupt", "error", f"blob {sha} does not hash to its name "
-                                           f"(needed by {who})", str(path)))
+                                           f"(needed by {who}); {REMOVE_READD}", str(path)))
     for asset_id, name in conn.execute("SELECT id, name FROM assets").fetchall():
         report.assets += 1
         refs = {r[0] for r in conn.execute("SELECT blob FROM refs WHERE asset_id = ?", (asset_id,))}

@@ -206,6 +206,12 @@ def fetch_blobs(registry: Registry, remote: S3BlobStore, blobs: Iterable[str],
 
 
 def _manifest_by_hash(remote: S3BlobStore, value: str) -> dict[str, Any] | None:
+    """The one manifest with a hash (or hash prefix) ``value``; None when there is not exactly one, or
+    when ``value`` cannot be a hash query (then it was a name the remote does not have)."""
+    from ..hashes import MIN_PREFIX, is_hex
+
+    if len(value.strip()) < MIN_PREFIX or not is_hex(value.strip()):
+        return None
     hits = find_remote(remote, value)
     return hits[0]["manifest"] if len(hits) == 1 else None
 
@@ -234,10 +240,11 @@ def _hash_values(manifest: dict[str, Any]) -> Iterable[tuple[str, str]]:
 
 
 def find_remote(remote: S3BlobStore, value: str) -> list[dict[str, Any]]:
-    """Assets on the remote with a hash equal to ``value`` (or starting with it, 6 characters at least)."""
-    needle = value.strip().lower()
-    if len(needle) < 6:
-        raise RemoteError(f"hash too short to search for: {value!r} (6 characters at least)")
+    """Assets on the remote with a hash equal to ``value`` (or starting with it: hex digits,
+    :data:`~assetkit.registry.hashes.MIN_PREFIX` at least, else a usage error)."""
+    from ..hashes import hash_query
+
+    needle = hash_query(value)
     hits = []
     for _, manifest in remote.iter_manifests():
         matches = sorted({algo for algo, have in _hash_values(manifest) if have and have.lower().startswith(needle)})
