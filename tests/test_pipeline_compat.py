@@ -11,7 +11,7 @@ import pytest
 from _pipeline_helpers import tiny_assets  # noqa: F401 - fixture
 
 from assetkit.pipeline import parse_spec
-from assetkit.pipeline.compat import UNET_SCHEDULERS, compat_paths
+from assetkit.pipeline.compat import UNET_SCHEDULER_OPTIONS, UNET_SCHEDULERS, compat_paths
 
 
 def _check(text: str):
@@ -102,9 +102,27 @@ def test_scheduler_outside_the_compatible_list(tiny_assets) -> None:  # noqa: F8
 
 
 def test_scheduler_list_is_diffusers_own() -> None:
-    from diffusers import PNDMScheduler
+    """registry/schedulers.json against the installed diffusers: the compatible classes, and the
+    options each one's config takes (its __init__ parameters)."""
+    import inspect
 
-    assert set(PNDMScheduler._compatibles) == UNET_SCHEDULERS
+    import diffusers
+
+    assert set(diffusers.PNDMScheduler._compatibles) == UNET_SCHEDULERS
+    for name, options in UNET_SCHEDULER_OPTIONS.items():
+        assert options == set(inspect.signature(getattr(diffusers, name).__init__).parameters) - {"self"}, name
+
+
+def test_an_unknown_scheduler_option_is_found_before_loading(tiny_assets) -> None:  # noqa: F811
+    """A typo'd override (timestep_spacin) is an error of the compatibility stage, headers only
+    (it was found only by the smoke stage, so check --no-smoke passed it)."""
+    report = _check(f"base: {tiny_assets['sd1']}\nscheduler: {{class: EulerDiscreteScheduler, timestep_spacin: trailing}}\n")
+    found = [f for f in report.findings if f.code == "scheduler-unknown-key"]
+    assert len(found) == 1 and "no option timestep_spacin; did you mean timestep_spacing?" in found[0].message
+    assert not report.ok
+    # a known option passes
+    bare = _check(f"base: {tiny_assets['sd1']}\nscheduler: {{class: PNDMScheduler, steps_offset: 1}}\n")
+    assert "scheduler-unknown-key" not in _codes(bare)
 
 
 @pytest.fixture(scope="module")

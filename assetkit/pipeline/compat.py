@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import catalogue
 from ..findings import Finding
 from ..formats import Asset, TensorInfo, open_asset
 from .ip_adapter_compat import check_image_encoder, check_ip_adapter
@@ -22,14 +23,12 @@ from .lora_names import Renamer, renamer
 from .spec import BASE_CONFIG_ROLE
 from .tasks import AUTO_PIPELINES, task_findings
 
-#: The schedulers a Stable Diffusion (UNet, epsilon/v) pipeline accepts: diffusers'
-#: ``KarrasDiffusionSchedulers`` (a test holds this list against diffusers' own ``_compatibles``).
-UNET_SCHEDULERS = frozenset({
-    "DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler",
-    "HeunDiscreteScheduler", "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler",
-    "DPMSolverSinglestepScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
-    "DEISMultistepScheduler", "UniPCMultistepScheduler", "DPMSolverSDEScheduler", "EDMEulerScheduler",
-})
+#: The schedulers a Stable Diffusion (UNet, epsilon/v) pipeline accepts (diffusers'
+#: ``KarrasDiffusionSchedulers``) -> the options each one's config takes: ``registry/schedulers.json``
+#: (a test holds it against diffusers' own ``_compatibles`` and ``__init__`` signatures).
+UNET_SCHEDULER_OPTIONS: dict[str, frozenset[str]] = {
+    name: frozenset(options) for name, options in catalogue.load("schedulers.json")["unet_pipelines"].items()}
+UNET_SCHEDULERS = frozenset(UNET_SCHEDULER_OPTIONS)
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 _LDM_BLOCKS = ("input_blocks", "output_blocks", "middle_block")
@@ -307,6 +306,17 @@ def _scheduler_check(spec: Any, parts: Parts, probe_prediction: str | None, out:
         out.findings.append(Finding("scheduler-incompatible", "error",
                                     f"{cls} is not among the schedulers a UNet pipeline accepts "
                                     f"({', '.join(sorted(UNET_SCHEDULERS))})", "scheduler"))
+    target = cls or sched_config.get("_class_name")  # overrides without a class apply to the base's
+    options = UNET_SCHEDULER_OPTIONS.get(target or "")
+    unknown = sorted(set(requested) - {"class"} - options) if options is not None else []
+    if unknown:  # diffusers' from_config would drop them with a log line: the override silently not applied
+        import difflib
+
+        close = [m for key in unknown for m in difflib.get_close_matches(key, options, n=1)]
+        guess = f"; did you mean {', '.join(close)}?" if close else ""
+        out.findings.append(Finding("scheduler-unknown-key", "error",
+                                    f"{target} has no option {', '.join(unknown)}{guess} (it takes: "
+                                    f"{', '.join(sorted(options))})", "scheduler"))
     prediction = requested.get("prediction_type")
     if prediction is not None and prediction not in PREDICTION_TYPES:
         out.findings.append(Finding("scheduler-prediction", "error",
@@ -322,8 +332,6 @@ def _scheduler_check(spec: Any, parts: Parts, probe_prediction: str | None, out:
 
 def check_compatibility(spec: Any, sources: dict[str, Any]) -> CompatReport:
     """Compatibility of every component of ``spec`` with its base; ``sources``: role -> Source."""
-    from .. import catalogue
-
     out = CompatReport()
     base_src = sources["base"]
     with open_asset(base_src.path) as base_asset:
