@@ -147,3 +147,18 @@ def test_export_tree_gives_component_folders_as_one_weights_file(tmp_path: Path,
     assert not any((a1111 / "models" / "VAE").iterdir())
     reasons = {item.split(" ", 1)[0]: item for item in doc["skipped"]}
     assert set(reasons) == {"vf", "pipe"} and "--as single-file" in reasons["vf"]
+
+
+def test_export_of_a_split_folder_with_link_hardlink_links_blobs_and_rebuilds_recipes(tmp_path: Path) -> None:
+    """--link hardlink on a folder whose files are partly rebuilt from recipes (a checkpoint split
+    into components) links what it can and rebuilds the rest (it refused the whole export)."""
+    root = tmp_path / "reg"
+    pipe = tmp_path / "pipe"
+    from assetkit.factory.diffusers_models import save_tiny_sd1_pipeline
+
+    save_tiny_sd1_pipeline(pipe)
+    run(root, "add", str(pipe), "--name", "pipe")
+    out = run(root, "export", "pipe", str(tmp_path / "out"), "--as", "diffusers", "--link", "hardlink", "--json")
+    assert set(out["how"]) <= {"hardlink", "rebuilt"} and out["how"].get("hardlink")
+    for f in _files(tmp_path / "out"):
+        assert sha256_of(f) == sha256_of(pipe / f.relative_to(tmp_path / "out")), f

@@ -176,7 +176,7 @@ def export_asset(reg: Registry, record: AssetRecord, dest: Path, *, form: str = 
         for relpath, f in entries:
             target = staging / relpath
             target.parent.mkdir(parents=True, exist_ok=True)
-            how = write_file(reg, f, target, link, order=EXPORT_LINKS)
+            how = write_file(reg, f, target, link if f.blob is not None else None, order=EXPORT_LINKS)  # recipes: rebuilt
             used[how] = used.get(how, 0) + 1
         if dest.exists():
             dest.rmdir()
