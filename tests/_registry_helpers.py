@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -51,3 +52,17 @@ def sd15_trio(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     standalone = base / "vae-standalone.safetensors"
     save_file(dict(reversed(list(vae.items()))), standalone, metadata={"source": "standalone copy"})
     return {"checkpoint": checkpoint, "standalone_vae": standalone, "folder": tiny_pipeline, "config": tiny_pipeline}
+
+
+def run(root: Path, *args: str, code: int = 0) -> dict | str:
+    """``assetkit registry ARGS --root ROOT``: the JSON document with --json, else the output;
+    the exit code must be ``code``."""
+    from click.testing import CliRunner
+
+    from assetkit.cli import main
+
+    result = CliRunner().invoke(main, ["registry", *args, "--root", str(root)])
+    assert result.exit_code == code, result.output
+    if "--json" in args:
+        return json.loads(result.stdout)
+    return result.output

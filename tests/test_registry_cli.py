@@ -8,7 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
-from _registry_helpers import EVIL_PICKLE, sha256_of, tiny_pipeline  # noqa: F401
+from _registry_helpers import EVIL_PICKLE, run, sha256_of, tiny_pipeline  # noqa: F401
 from click.testing import CliRunner
 
 from assetkit import Registry
@@ -16,14 +16,6 @@ from assetkit.cli import main
 from assetkit.factory import make_fixture
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def run(root: Path, *args: str, code: int = 0) -> dict | str:
-    result = CliRunner().invoke(main, ["registry", *args, "--root", str(root)])
-    assert result.exit_code == code, result.output
-    if "--json" in args:
-        return json.loads(result.stdout)
-    return result.output
 
 
 def test_cli_verbs_with_json(tmp_path: Path) -> None:

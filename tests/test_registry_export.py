@@ -4,25 +4,14 @@ reads them."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
 
-from _registry_helpers import sha256_of, tiny_pipeline  # noqa: F401
-from click.testing import CliRunner
+from _registry_helpers import run, sha256_of, tiny_pipeline  # noqa: F401
 
 from assetkit import Registry
-from assetkit.cli import main
 from assetkit.factory import make_fixture
-
-
-def run(root: Path, *args: str, code: int = 0) -> dict | str:
-    result = CliRunner().invoke(main, ["registry", *args, "--root", str(root)])
-    assert result.exit_code == code, result.output
-    if "--json" in args:
-        return json.loads(result.stdout)
-    return result.output
 
 
 def _blob_inodes(root: Path) -> set[tuple[int, int]]:
