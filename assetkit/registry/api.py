@@ -22,7 +22,7 @@ from ..errors import AssetkitError
 from . import index as _index
 from .add import SPLITTABLE, AddResult, _Planned, add_path, check_id, check_name, not_split_note
 from .blobs import LocalBlobStore
-from .hashes import MIN_PREFIX, hash_query, is_hex
+from .hashes import MIN_PREFIX, hash_query, is_hash_prefix, is_hex
 from .locks import RegistryLock
 from .records import AssetRecord, FileRecord
 
@@ -501,7 +501,7 @@ def _name_used(conn: sqlite3.Connection, name: str) -> bool:
 def _hash_owner(conn: sqlite3.Connection, name: str, own_id: int | None = None) -> str | None:
     """The name of another asset that ``name`` is a hash prefix of (6+ hex digits), or None: such a
     name would shadow that asset's hash for ``show``, ``path``... (names are looked up first)."""
-    if len(name) < MIN_PREFIX or not is_hex(name):
+    if not is_hash_prefix(name):
         return None
     value = name.lower()
     row = conn.execute("SELECT a.name FROM hashes h JOIN assets a ON a.id = h.asset_id WHERE h.value >= ? "

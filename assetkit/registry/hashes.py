@@ -38,6 +38,11 @@ def is_hex(value: str) -> bool:
     return bool(value) and set(value.lower()) <= _HEX
 
 
+def is_hash_prefix(value: str) -> bool:
+    """Whether ``value`` can be a hash query: hex digits, :data:`MIN_PREFIX` or more."""
+    return len(value) >= MIN_PREFIX and is_hex(value)
+
+
 def hash_query(value: str) -> str:
     """``value`` as ``find`` searches for it (lowercase), or a usage error: hashes are hex digits,
     and a prefix needs :data:`MIN_PREFIX` of them."""
@@ -51,6 +56,8 @@ def hash_query(value: str) -> str:
         raise AssetkitError(f"{value!r} is too short: a hash prefix needs at least {MIN_PREFIX} hex digits "
                             f"(it has {len(needle)})")
     return needle
+
+
 #: elements sampled per tensor for the fingerprint
 FINGERPRINT_SAMPLES = 1024
 

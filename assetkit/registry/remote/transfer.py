@@ -208,9 +208,9 @@ def fetch_blobs(registry: Registry, remote: S3BlobStore, blobs: Iterable[str],
 def _manifest_by_hash(remote: S3BlobStore, value: str) -> dict[str, Any] | None:
     """The one manifest with a hash (or hash prefix) ``value``; None when there is not exactly one, or
     when ``value`` cannot be a hash query (then it was a name the remote does not have)."""
-    from ..hashes import MIN_PREFIX, is_hex
+    from ..hashes import is_hash_prefix
 
-    if len(value.strip()) < MIN_PREFIX or not is_hex(value.strip()):
+    if not is_hash_prefix(value.strip()):
         return None
     hits = find_remote(remote, value)
     return hits[0]["manifest"] if len(hits) == 1 else None
