@@ -180,10 +180,10 @@ def convert_tree(src_root: str | os.PathLike[str], dst_root: str | os.PathLike[s
         raise AssetkitError("output must be a folder when the input is a folder", where=str(dst_root))
     if dst_root.resolve() == src_root.resolve():
         raise AssetkitError("output folder is the input folder: choose another one", where=str(dst_root))
-    if hygiene and hygiene.get("keep_ema") and not hygiene.get("prune"):
-        raise AssetkitError("--keep-ema goes with --prune")
-    if hygiene and hygiene.get("keep_ema") and hygiene.get("ema"):
-        raise AssetkitError("--keep-ema and --ema contradict each other")
+    if hygiene:
+        from .hygiene import check_hygiene_options
+
+        check_hygiene_options(**hygiene)  # once for the batch, not once per file
     edits = bool(hygiene and any(hygiene.values()))
     sources = [p for p in find_checkpoints(src_root, include_safetensors=options.transforms or edits)
                if dst_root.resolve() not in p.resolve().parents]

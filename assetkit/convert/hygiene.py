@@ -77,6 +77,17 @@ def _position_ids_bytes(info: TensorInfo) -> bytes:
     return ids.tobytes()
 
 
+def check_hygiene_options(*, prune: bool = False, keep_ema: bool = False, ema: bool = False,
+                          fix_position_ids: bool = False) -> None:
+    """Refuse combinations that make no sense, before any file is read: ``--keep-ema`` without
+    ``--prune``, ``--keep-ema`` with ``--ema`` (takes the whole option set, ``fix_position_ids``
+    included, so that one dict serves :func:`hygiene_edit` and batches)."""
+    if keep_ema and not prune:
+        raise AssetkitError("--keep-ema goes with --prune")
+    if keep_ema and ema:
+        raise AssetkitError("--keep-ema and --ema contradict each other")
+
+
 @contextlib.contextmanager
 def hygiene_edit(src: str | os.PathLike[str], *, prune: bool = False, keep_ema: bool = False,
                  ema: bool = False, fix_position_ids: bool = False) -> Iterator[tuple[Any, HygienePlan]]:
@@ -91,10 +102,7 @@ def hygiene_edit(src: str | os.PathLike[str], *, prune: bool = False, keep_ema: 
     from ..formats.safetensors import read_safetensors
     from ..formats.safetensors_writer import SafetensorsWriter, TensorSpec
 
-    if keep_ema and not prune:
-        raise AssetkitError("--keep-ema goes with --prune")
-    if keep_ema and ema:
-        raise AssetkitError("--keep-ema and --ema contradict each other")
+    check_hygiene_options(prune=prune, keep_ema=keep_ema, ema=ema)
     plan = HygienePlan()
     scratch = Path(tempfile.mkdtemp(prefix="assetkit-hygiene-"))
     opened: list[Asset] = []
