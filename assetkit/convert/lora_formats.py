@@ -417,28 +417,24 @@ def _resolve_kohya(modules: list[LoraModule], names: dict[str, ModuleNames], whe
 
 def module_weight_shapes(folder: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
     """``component.module path`` -> weight shape, from the headers of a diffusers folder's UNet and
-    text-encoder weights (the plain ``.safetensors`` files; text encoders under ``text_model.``).
-    Empty when the folder holds configs only."""
-    from ..formats.safetensors import read_safetensors
+    text-encoder weights (read as the folder reader reads them: plain weights, shards; text encoders
+    under ``text_model.``). Empty when the folder holds configs only or cannot be read."""
+    from ..formats import open_asset
 
     shapes: dict[str, tuple[int, ...]] = {}
-    for component in ("unet", "text_encoder", "text_encoder_2"):
-        for file in sorted((Path(folder) / component).glob("*.safetensors")):
-            if file.name.count(".") > 1:  # a precision variant (model.fp16.safetensors): same shapes
+    try:
+        asset = open_asset(Path(folder))
+    except AssetkitError:
+        return shapes  # an unreadable folder: validate reports it; the names still decide
+    with asset:
+        for name, info in asset.tensors.items():
+            component, _, path = name.partition("/")
+            if component not in ("unet", "text_encoder", "text_encoder_2") or not path.endswith(".weight"):
                 continue
-            try:
-                asset = read_safetensors(file)
-            except AssetkitError:
-                continue  # an unreadable file: validate reports it; the names still decide
-            try:
-                for name, info in asset.tensors.items():
-                    if name.endswith(".weight"):
-                        path = name[: -len(".weight")]
-                        if component != "unet" and not path.startswith("text_model."):
-                            path = "text_model." + path
-                        shapes[f"{component}.{path}"] = tuple(info.shape)
-            finally:
-                asset.close()
+            path = path[: -len(".weight")]
+            if component != "unet" and not path.startswith("text_model."):
+                path = "text_model." + path
+            shapes[f"{component}.{path}"] = tuple(info.shape)
     return shapes
 
 
