@@ -114,7 +114,6 @@ class Lock:
         return {"assetkit_lock": LOCK_VERSION, "spec": spec, "spec_sha256": spec_sha256(spec),
                 "components": [c.to_dict(base) for c in self.components]}
 
-
     def sources(self) -> dict[str, Source]:
         """role -> the pinned source (path and registry id)."""
         return {c.role: Source(c.name, Path(c.path), c.registry_id, c.registry_name, c.registry_sha256,
